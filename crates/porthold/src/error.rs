@@ -1,0 +1,326 @@
+//! The library's error type.
+//!
+//! Every failure a caller can act on has its own variant, and every variant
+//! belongs to one [`ErrorKind`]. The command-line tool maps kinds to exit codes
+//! in exactly one place; library users match on variants or kinds.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The broad class of a failure: what a caller (or the CLI's exit code) can do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A negative answer: nothing found, an assertion that does not hold.
+    NotFound,
+    /// Bad input or configuration: an invalid value, a path outside the guard, an I/O failure on a user file.
+    Usage,
+    /// Something else holds what was asked for: a port, a key, a name.
+    Conflict,
+    /// The pool has no free port left.
+    PoolExhausted,
+    /// A lock could not be had in time, or an operation is already running.
+    Busy,
+    /// The registry (or another persistent file) is unreadable, corrupt or too new.
+    Corrupt,
+    /// A reload was rolled back; the old generation still serves.
+    RolledBack,
+    /// A server could not be launched: spawn failure, ready timeout, port stolen.
+    Launch,
+}
+
+impl ErrorKind {
+    /// A stable lower-case name, used in `--json` error objects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Usage => "usage",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::PoolExhausted => "pool-exhausted",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::RolledBack => "rolled-back",
+            ErrorKind::Launch => "launch",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who holds a port that was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Holder {
+    /// Another key of the registry.
+    Reservation {
+        /// The holder's project path.
+        path: PathBuf,
+        /// The holder's tag (empty when none).
+        tag: String,
+    },
+    /// A lease taken by `pick` or `run --no-fds`.
+    Lease {
+        /// The owning process id.
+        pid: u32,
+    },
+    /// The port is excluded from allocation.
+    Excluded,
+    /// A process outside the registry listens on the port.
+    Listener {
+        /// The listener's process id and command, when /proc lets us see them.
+        owner: Option<(u32, String)>,
+    },
+    /// The port cannot be bound by this user (EACCES), e.g. below `ip_unprivileged_port_start`.
+    Unusable,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Reservation { path, tag } if tag.is_empty() => {
+                write!(f, "reserved by `{}`", path.display())
+            }
+            Holder::Reservation { path, tag } => {
+                write!(f, "reserved by `{}` (tag {tag})", path.display())
+            }
+            Holder::Lease { pid } => write!(f, "leased to pid {pid}"),
+            Holder::Excluded => f.write_str("excluded"),
+            Holder::Listener { owner: Some((pid, comm)) } => {
+                write!(f, "in use by pid {pid} ({comm})")
+            }
+            Holder::Listener { owner: None } => f.write_str("in use by another process (owner unknown)"),
+            Holder::Unusable => f.write_str("not bindable by this user (permission denied)"),
+        }
+    }
+}
+
+/// Everything that can go wrong in porthold.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value given by the user is invalid.
+    #[error("{message}")]
+    Invalid {
+        /// What is wrong, naming the value.
+        message: String,
+        /// How to fix it.
+        hint: Option<String>,
+    },
+
+    /// An explicit `--path` is unrelated to the working directory.
+    #[error("path `{path}` is neither an ancestor nor a descendant of the working directory `{cwd}`")]
+    UnrelatedPath {
+        /// The explicit path.
+        path: PathBuf,
+        /// The working directory.
+        cwd: PathBuf,
+    },
+
+    /// A requested port is held by someone else.
+    #[error("port {port} is {holder}")]
+    PortTaken {
+        /// The requested port.
+        port: u16,
+        /// Who holds it.
+        holder: Holder,
+    },
+
+    /// The key already holds another port than the one requested.
+    #[error("`{path}`{} already holds port {held}, not {requested}", tag_suffix(tag))]
+    KeyHoldsOtherPort {
+        /// The key's path.
+        path: PathBuf,
+        /// The key's tag.
+        tag: String,
+        /// The port the key holds.
+        held: u16,
+        /// The port that was requested.
+        requested: u16,
+    },
+
+    /// A sticky label (`project` or `task`) would change.
+    #[error("the reservation's {field} is `{current}`; refusing to change it to `{requested}`")]
+    StickyLabel {
+        /// `project` or `task`.
+        field: &'static str,
+        /// The stored value.
+        current: String,
+        /// The requested value.
+        requested: String,
+    },
+
+    /// An instance name is already running.
+    #[error("an instance named `{name}` is already running{}", holder_suffix(*pid, instance_id))]
+    NameTaken {
+        /// The instance name.
+        name: String,
+        /// The running launcher's pid, if it could be read.
+        pid: Option<u32>,
+        /// The running instance id, if it could be read.
+        instance_id: Option<String>,
+    },
+
+    /// No free port is left in the pool.
+    #[error("no free port in the pool {pool}{}", skipped_suffix(*skipped_occupied))]
+    PoolExhausted {
+        /// The pool, as text (`10000-29999`).
+        pool: String,
+        /// How many occupied candidates were skipped before giving up.
+        skipped_occupied: u32,
+    },
+
+    /// A lock could not be acquired in time.
+    #[error("{what} is busy: {detail}")]
+    Busy {
+        /// What was busy (`registry /path`, `instance web`).
+        what: String,
+        /// Why, and for how long we waited.
+        detail: String,
+    },
+
+    /// The registry file is not a readable database of a known schema.
+    #[error("registry `{path}` is unreadable or corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+
+    /// The registry was written by a newer porthold that forbids older writers.
+    #[error("registry `{path}` has schema version {found}; this porthold supports up to {supported}")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The schema version found.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+
+    /// Nothing matched (no live instance, no reservation).
+    #[error("{0}")]
+    NotFound(String),
+
+    /// A server launch failed.
+    #[error("{message}")]
+    Launch {
+        /// What happened, with the child's status when known.
+        message: String,
+    },
+
+    /// A reload was rolled back.
+    #[error("rolled back: {reason}")]
+    RolledBack {
+        /// Why.
+        reason: String,
+    },
+
+    /// An I/O error with context.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing (`creating data dir /x`).
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn tag_suffix(tag: &str) -> String {
+    if tag.is_empty() {
+        String::new()
+    } else {
+        format!(" (tag {tag})")
+    }
+}
+
+fn holder_suffix(pid: Option<u32>, instance_id: &Option<String>) -> String {
+    match (pid, instance_id) {
+        (Some(pid), Some(id)) => format!(" (pid {pid}, instance {id})"),
+        (Some(pid), None) => format!(" (pid {pid})"),
+        (None, Some(id)) => format!(" (instance {id})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn skipped_suffix(skipped: u32) -> String {
+    if skipped == 0 {
+        String::new()
+    } else {
+        format!(" ({skipped} occupied ports skipped)")
+    }
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid { .. } | Error::UnrelatedPath { .. } | Error::Io { .. } => ErrorKind::Usage,
+            Error::PortTaken { .. }
+            | Error::KeyHoldsOtherPort { .. }
+            | Error::StickyLabel { .. }
+            | Error::NameTaken { .. } => ErrorKind::Conflict,
+            Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Corrupt { .. } | Error::NewerSchema { .. } => ErrorKind::Corrupt,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Launch { .. } => ErrorKind::Launch,
+            Error::RolledBack { .. } => ErrorKind::RolledBack,
+        }
+    }
+
+    /// A suggestion for the user, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Invalid { hint, .. } => hint.clone(),
+            Error::UnrelatedPath { .. } => {
+                Some("pass --allow-unrelated-path if you really mean that path".into())
+            }
+            Error::PortTaken { holder: Holder::Excluded, .. } => {
+                Some("pick another port, or remove the exclusion".into())
+            }
+            Error::PortTaken { .. } => {
+                Some("use --or-any to accept another port, or pick a different one".into())
+            }
+            Error::KeyHoldsOtherPort { .. } => {
+                Some("use --force to move the key to the requested port".into())
+            }
+            Error::StickyLabel { .. } => Some("use --force to change it".into()),
+            Error::NameTaken { .. } => {
+                Some("stop it first (`porthold stop --name NAME`) or choose another --name".into())
+            }
+            Error::PoolExhausted { .. } => Some(
+                "release unused reservations (`porthold list`, `porthold release`) or widen the pool with --pool".into(),
+            ),
+            Error::Busy { .. } => Some("retry, or raise --busy-timeout".into()),
+            Error::Corrupt { path, .. } => Some(format!(
+                "move `{}` aside (it is left untouched) and run `porthold init` to start an empty registry",
+                path.display()
+            )),
+            Error::NewerSchema { .. } => {
+                Some("upgrade porthold; an older binary never downgrades a registry".into())
+            }
+            Error::NotFound(_) | Error::Launch { .. } | Error::RolledBack { .. } => None,
+            Error::Io { .. } => None,
+        }
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
+        Error::Invalid { message: message.into(), hint: hint.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

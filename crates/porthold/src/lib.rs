@@ -1,0 +1,10 @@
+//! porthold: race-free local ports.
+//!
+//! (The crate guide is filled in as the modules land.)
+
+#![deny(missing_docs)]
+#![warn(unreachable_pub)]
+
+pub mod error;
+
+pub use error::{Error, ErrorKind, Holder, Result};
