@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod discovery;
 pub mod error;
+pub mod identity;
 
 pub use error::{Error, ErrorKind, Holder, Result};

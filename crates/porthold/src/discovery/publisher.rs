@@ -1,0 +1,539 @@
+//! The writer side: own a name for a lifetime and publish records atomically.
+//!
+//! Ownership is an exclusive `flock` on `<name>.lock`, taken before anything is
+//! written and held until the publisher is finished or its process dies (the
+//! kernel drops a flock when the last fd of its open file description closes,
+//! so a SIGKILL frees the name at once). The lock file is never unlinked: a
+//! lock on an unlinked inode would let a second owner lock a fresh file of the
+//! same name. The fd is `O_CLOEXEC`, so a server spawned with exec never
+//! inherits the lock and cannot keep a dead launcher's name taken.
+//!
+//! A record is replaced by rename, never rewritten in place: readers see the
+//! old file or the new one, never a prefix.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::names::{ensure_runtime_dir, euid, validate_instance_id, validate_name};
+use super::record::{Record, SCHEMA_MAJOR, State, schema_major};
+use crate::error::{Error, Result};
+use crate::identity::ProcessIdentity;
+
+/// How long [`Publisher::acquire`] retries a busy lock (readers hold a shared lock only for an instant).
+pub const DEFAULT_LOCK_RETRY: Duration = Duration::from_millis(200);
+
+/// After losing, how long to wait for the winner to write its name into the lock file.
+const OWNER_WAIT: Duration = Duration::from_millis(500);
+
+/// The lock file's content: who holds the name (one JSON line, newline-terminated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockOwner {
+    /// Pid of the process that took the lock.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot.
+    pub starttime: u64,
+    /// The boot id when it took the lock.
+    pub boot_id: String,
+    /// The instance id it is publishing.
+    pub instance_id: String,
+}
+
+impl LockOwner {
+    /// The identity of the process that took the lock.
+    pub fn identity(&self) -> ProcessIdentity {
+        ProcessIdentity {
+            pid: self.pid,
+            starttime: self.starttime,
+            boot_id: self.boot_id.clone(),
+        }
+    }
+
+    /// Parses lock file content; `None` unless it is one complete JSON line
+    /// (a reader racing the owner's truncate + write sees an empty or partial
+    /// file, which never ends in a newline).
+    pub fn parse(content: &[u8]) -> Option<LockOwner> {
+        let line = content.strip_suffix(b"\n")?;
+        if line.contains(&b'\n') {
+            return None;
+        }
+        serde_json::from_slice(line).ok()
+    }
+}
+
+pub(crate) fn lock_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.lock"))
+}
+
+pub(crate) fn record_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// Reads the lock file's owner line through an open fd (bounded).
+pub(crate) fn read_owner(file: &File) -> Option<LockOwner> {
+    let mut buf = Vec::new();
+    file.read_at_all(&mut buf).ok()?;
+    LockOwner::parse(&buf)
+}
+
+/// Whether `name` is one of our temp files for `stem` (`<stem>.json.<16 hex>.tmp`).
+fn is_temp_of(file_name: &str, stem: &str) -> bool {
+    file_name
+        .strip_prefix(stem)
+        .and_then(|r| r.strip_prefix(".json."))
+        .and_then(|r| r.strip_suffix(".tmp"))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The owner of an instance name: holds `<name>.lock` and writes `<name>.json`.
+///
+/// Dropping it (or [`finish`](Publisher::finish)) deletes the record and then
+/// releases the lock.
+#[derive(Debug)]
+pub struct Publisher {
+    dir: PathBuf,
+    name: String,
+    instance_id: String,
+    /// The locked lock file; `None` once released.
+    lock: Option<File>,
+    /// The runtime directory, kept open to fsync after renames and unlinks.
+    dir_fd: File,
+    last: Option<Record>,
+    temp_counter: u32,
+}
+
+impl Publisher {
+    /// Takes ownership of `name` in `runtime_dir` for `instance_id`, retrying a
+    /// busy lock for [`DEFAULT_LOCK_RETRY`].
+    ///
+    /// See [`acquire_with_retry`](Publisher::acquire_with_retry).
+    ///
+    /// # Errors
+    /// As [`acquire_with_retry`](Publisher::acquire_with_retry).
+    pub fn acquire(runtime_dir: &Path, name: &str, instance_id: &str) -> Result<Publisher> {
+        Publisher::acquire_with_retry(runtime_dir, name, instance_id, DEFAULT_LOCK_RETRY)
+    }
+
+    /// Takes ownership of `name`: ensures the runtime directory, opens or
+    /// creates `<name>.lock` (0600, `O_NOFOLLOW`, `O_CLOEXEC`), takes
+    /// `flock(LOCK_EX | LOCK_NB)` retrying for up to `retry`, checks that the
+    /// locked inode is still the one at the path, writes our pid and instance
+    /// id into the lock file, and removes a stale `<name>.json` (and temp
+    /// files) left by a previous owner that died.
+    ///
+    /// # Errors
+    /// - [`Error::NameTaken`] when another process holds the name, with its pid and
+    ///   instance id when the lock file names a live process.
+    /// - [`Error::Busy`] when only shared (reader) locks held it for the whole retry.
+    /// - [`Error::Invalid`] for a bad name, id or runtime directory;
+    ///   [`Error::BadRecord`] when the lock file is a symlink or not ours.
+    /// - [`Error::Io`] for other failures.
+    pub fn acquire_with_retry(
+        runtime_dir: &Path,
+        name: &str,
+        instance_id: &str,
+        retry: Duration,
+    ) -> Result<Publisher> {
+        validate_name(name)?;
+        validate_instance_id(instance_id)?;
+        ensure_runtime_dir(runtime_dir)?;
+        let dir_fd = File::open(runtime_dir).map_err(|e| {
+            Error::io(
+                format!("opening runtime directory `{}`", runtime_dir.display()),
+                e,
+            )
+        })?;
+        let path = lock_path(runtime_dir, name);
+        let deadline = Instant::now() + retry;
+        // Replacing the lock file under us can only be tampering, but we still
+        // re-open and re-lock a few times rather than own an orphaned inode.
+        for _ in 0..8 {
+            let lock = open_lock_for_writing(&path)?;
+            if !lock_exclusive_until(&lock, deadline, &path)? {
+                return Err(name_taken_or_busy(&lock, name, &path));
+            }
+            let same_inode = match fs::symlink_metadata(&path) {
+                Ok(now) => {
+                    let held = lock
+                        .metadata()
+                        .map_err(|e| Error::io(format!("inspecting `{}`", path.display()), e))?;
+                    now.dev() == held.dev() && now.ino() == held.ino()
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io(format!("inspecting `{}`", path.display()), e)),
+            };
+            if !same_inode {
+                continue;
+            }
+            let mut publisher = Publisher {
+                dir: runtime_dir.to_path_buf(),
+                name: name.to_string(),
+                instance_id: instance_id.to_string(),
+                lock: Some(lock),
+                dir_fd,
+                last: None,
+                temp_counter: 0,
+            };
+            publisher.write_owner()?;
+            publisher.remove_leftovers()?;
+            return Ok(publisher);
+        }
+        Err(Error::Busy {
+            what: format!("instance `{name}`"),
+            detail: format!("the lock file `{}` keeps being replaced", path.display()),
+        })
+    }
+
+    /// The instance name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instance id this publisher owns the name for.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// Path of the record file (`<runtime-dir>/<name>.json`).
+    pub fn record_path(&self) -> PathBuf {
+        record_path(&self.dir, &self.name)
+    }
+
+    /// Path of the lock file (`<runtime-dir>/<name>.lock`).
+    pub fn lock_path(&self) -> PathBuf {
+        lock_path(&self.dir, &self.name)
+    }
+
+    /// The last record published, if any.
+    pub fn record(&self) -> Option<&Record> {
+        self.last.as_ref()
+    }
+
+    /// Publishes `record` atomically: a temp file in the same directory
+    /// (0600, `O_EXCL`, `O_NOFOLLOW`, `O_CLOEXEC`) is written and fsynced, renamed
+    /// over `<name>.json`, and the directory is fsynced.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the record's name or instance id is not this
+    /// publisher's, or its schema major is not [`SCHEMA_MAJOR`];
+    /// [`Error::Io`] on write failures (the previous record, if any, stays intact).
+    pub fn publish(&mut self, record: &Record) -> Result<()> {
+        if record.name != self.name || record.instance_id != self.instance_id {
+            return Err(Error::invalid(
+                format!(
+                    "record for `{}` (instance {}) given to the publisher of `{}` (instance {})",
+                    record.name, record.instance_id, self.name, self.instance_id
+                ),
+                None,
+            ));
+        }
+        if schema_major(&record.schema) != Some(SCHEMA_MAJOR) {
+            return Err(Error::invalid(
+                format!("cannot publish schema `{}`", record.schema),
+                None,
+            ));
+        }
+        if self.lock.is_none() {
+            return Err(Error::invalid(
+                format!("publisher of `{}` is already finished", self.name),
+                None,
+            ));
+        }
+        let bytes = record.to_json()?;
+        self.write_atomically(&bytes)?;
+        self.last = Some(record.clone());
+        Ok(())
+    }
+
+    /// Re-publishes the last record with a new state.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when nothing was published yet; otherwise as [`publish`](Publisher::publish).
+    pub fn set_state(&mut self, state: State) -> Result<()> {
+        let mut record = self.last.clone().ok_or_else(|| {
+            Error::invalid(format!("no record of `{}` published yet", self.name), None)
+        })?;
+        record.state = state;
+        self.publish(&record)
+    }
+
+    /// Ends ownership cleanly: deletes the record, fsyncs the directory, clears
+    /// the lock file's owner line, then releases the lock. The lock file stays.
+    ///
+    /// Callers that want readers to see `stopping` first call
+    /// [`set_state`](Publisher::set_state) before this.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the record cannot be deleted; the lock is released anyway.
+    pub fn finish(mut self) -> Result<()> {
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<()> {
+        let Some(lock) = self.lock.take() else {
+            return Ok(());
+        };
+        let path = self.record_path();
+        let removed = match fs::remove_file(&path) {
+            Ok(()) => self
+                .dir_fd
+                .sync_all()
+                .map_err(|e| Error::io(format!("syncing `{}`", self.dir.display()), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing `{}`", path.display()), e)),
+        };
+        // Clear our owner line so a later loser never names us; failure is harmless
+        // (readers check the named owner's identity).
+        let _ = lock.set_len(0);
+        // Unlock explicitly: a fork of ours that kept this open file description
+        // must not keep the name taken after we finished.
+        let _ = lock.unlock();
+        drop(lock);
+        removed
+    }
+
+    fn write_owner(&mut self) -> Result<()> {
+        let me = ProcessIdentity::current()?;
+        let owner = LockOwner {
+            pid: me.pid,
+            starttime: me.starttime,
+            boot_id: me.boot_id,
+            instance_id: self.instance_id.clone(),
+        };
+        let mut line = serde_json::to_vec(&owner)
+            .map_err(|e| Error::invalid(format!("cannot serialize lock owner: {e}"), None))?;
+        line.push(b'\n');
+        let path = self.lock_path();
+        let lock = self
+            .lock
+            .as_ref()
+            .ok_or_else(|| Error::invalid("publisher already finished", None))?;
+        lock.set_len(0)
+            .and_then(|()| lock.write_all_at(&line, 0))
+            .map_err(|e| Error::io(format!("writing owner into `{}`", path.display()), e))
+    }
+
+    /// Under the lock, anything named after us is a previous owner's leftover.
+    fn remove_leftovers(&mut self) -> Result<()> {
+        let mut removed_any = false;
+        let record = self.record_path();
+        match fs::remove_file(&record) {
+            Ok(()) => removed_any = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing stale record `{}`", record.display()),
+                    e,
+                ));
+            }
+        }
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("listing `{}`", self.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            if let Some(n) = file_name.to_str()
+                && is_temp_of(n, &self.name)
+            {
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed_any = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("removing stale temp file `{n}`"), e)),
+                }
+            }
+        }
+        if removed_any {
+            self.dir_fd
+                .sync_all()
+                .map_err(|e| Error::io(format!("syncing `{}`", self.dir.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn write_atomically(&mut self, bytes: &[u8]) -> Result<()> {
+        let target = self.record_path();
+        let (temp_path, mut temp) = loop {
+            self.temp_counter = self.temp_counter.wrapping_add(1);
+            let temp_name = format!(
+                "{}.json.{:08x}{:08x}.tmp",
+                self.name,
+                std::process::id(),
+                self.temp_counter
+            );
+            let temp_path = self.dir.join(temp_name);
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&temp_path)
+            {
+                Ok(f) => break (temp_path, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(format!("creating `{}`", temp_path.display()), e)),
+            }
+        };
+        let written = temp
+            .write_all(bytes)
+            .and_then(|()| temp.sync_all())
+            .and_then(|()| fs::rename(&temp_path, &target));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp_path);
+            return Err(Error::io(format!("publishing `{}`", target.display()), e));
+        }
+        self.dir_fd
+            .sync_all()
+            .map_err(|e| Error::io(format!("syncing `{}`", self.dir.display()), e))
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let _ = self.release();
+    }
+}
+
+fn open_lock_for_writing(path: &Path) -> Result<File> {
+    let lock = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::BadRecord {
+                    path: path.to_path_buf(),
+                    reason: "the lock file is a symbolic link".into(),
+                }
+            } else {
+                Error::io(format!("opening lock file `{}`", path.display()), e)
+            }
+        })?;
+    let meta = lock
+        .metadata()
+        .map_err(|e| Error::io(format!("inspecting `{}`", path.display()), e))?;
+    if !meta.is_file() {
+        return Err(Error::BadRecord {
+            path: path.to_path_buf(),
+            reason: "the lock file is not a regular file".into(),
+        });
+    }
+    if meta.uid() != euid() {
+        return Err(Error::BadRecord {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the lock file is owned by uid {}, not {}",
+                meta.uid(),
+                euid()
+            ),
+        });
+    }
+    Ok(lock)
+}
+
+/// Tries `LOCK_EX | LOCK_NB` until it succeeds (true) or `deadline` passes (false).
+fn lock_exclusive_until(lock: &File, deadline: Instant, path: &Path) -> Result<bool> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("locking `{}`", path.display()), e));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// We did not get the lock: name the holder if the lock file names a live process.
+fn name_taken_or_busy(lock: &File, name: &str, path: &Path) -> Error {
+    // If a shared lock is possible, nobody holds LOCK_EX: only readers were in the way.
+    if lock.try_lock_shared().is_ok() {
+        let _ = lock.unlock();
+        return Error::Busy {
+            what: format!("instance `{name}`"),
+            detail: format!(
+                "readers kept `{}` locked for the whole retry period",
+                path.display()
+            ),
+        };
+    }
+    // The winner writes its owner line right after locking; give it a moment.
+    let deadline = Instant::now() + OWNER_WAIT;
+    loop {
+        let owner = read_owner(lock).filter(|o| o.identity().is_alive());
+        if let Some(owner) = owner {
+            return Error::NameTaken {
+                name: name.to_string(),
+                pid: Some(owner.pid),
+                instance_id: Some(owner.instance_id),
+            };
+        }
+        if Instant::now() >= deadline {
+            return Error::NameTaken {
+                name: name.to_string(),
+                pid: None,
+                instance_id: None,
+            };
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+trait ReadAtAll {
+    fn read_at_all(&self, buf: &mut Vec<u8>) -> io::Result<()>;
+}
+
+impl ReadAtAll for File {
+    /// Reads up to 4 KiB from offset 0 without moving the file position.
+    fn read_at_all(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        let n = self.read_at(&mut chunk, 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_lines_must_be_complete() {
+        let owner = LockOwner {
+            pid: 7,
+            starttime: 9,
+            boot_id: "b".into(),
+            instance_id: "i".into(),
+        };
+        let mut line = serde_json::to_vec(&owner).unwrap();
+        assert_eq!(LockOwner::parse(&line), None, "no newline yet");
+        line.push(b'\n');
+        assert_eq!(LockOwner::parse(&line), Some(owner));
+        assert_eq!(LockOwner::parse(b""), None);
+        assert_eq!(LockOwner::parse(b"{\"pid\":7\n"), None);
+    }
+
+    #[test]
+    fn temp_names_are_matched_exactly() {
+        assert!(is_temp_of("a.json.0123456789abcdef.tmp", "a"));
+        assert!(!is_temp_of("a.json.json.0123456789abcdef.tmp", "a"));
+        assert!(is_temp_of("a.json.json.0123456789abcdef.tmp", "a.json"));
+        assert!(!is_temp_of("a.json.0123.tmp", "a"));
+        assert!(!is_temp_of("a.json", "a"));
+        assert!(!is_temp_of("ab.json.0123456789abcdef.tmp", "a"));
+    }
+}
