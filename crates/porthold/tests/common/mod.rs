@@ -69,10 +69,11 @@ impl Tagged {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("@@ ") {
-                    if tx.send(rest.to_string()).is_err() {
-                        break;
-                    }
+                if let Some(rest) = line.strip_prefix("@@ ")
+                    && tx.send(rest.to_string()).is_err()
+                {
+                    break;
+                }
                 }
             }
         });
