@@ -22,7 +22,7 @@ const RUN_FOR: Duration = Duration::from_secs(10);
 /// file is ~12 KiB, spanning several pages.
 fn stamped(mut r: Record, generation: u64) -> Record {
     r.generation = generation;
-    r.state = if generation % 2 == 0 {
+    r.state = if generation.is_multiple_of(2) {
         State::Ready
     } else {
         State::Reloading

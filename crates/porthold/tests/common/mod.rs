@@ -74,7 +74,6 @@ impl Tagged {
                 {
                     break;
                 }
-                }
             }
         });
         Tagged { rx }
