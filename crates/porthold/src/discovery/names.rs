@@ -196,7 +196,7 @@ fn check_runtime_dir_meta(path: &Path, meta: &fs::Metadata) -> Result<()> {
     if !meta.is_dir() {
         return Err(Error::invalid(
             format!("runtime directory `{shown}` is not a directory"),
-            None,
+            Some("move that file aside, or choose another runtime directory".to_string()),
         ));
     }
     let me = euid();
