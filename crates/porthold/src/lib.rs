@@ -5,6 +5,15 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod duration;
 pub mod error;
+pub mod key;
+pub mod net;
+pub mod pool;
+#[cfg(feature = "registry")]
+pub mod registry;
+#[doc(hidden)]
+pub mod test_hooks;
+pub mod time;
 
 pub use error::{Error, ErrorKind, Holder, Result};
