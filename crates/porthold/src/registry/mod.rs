@@ -334,7 +334,7 @@ impl Registry {
     /// change its bytes.
     fn prepare(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.busy_timeout;
-        let version = self.retry_busy(deadline, |conn| schema::user_version(conn))?;
+        let version = self.retry_busy(deadline, schema::user_version)?;
         self.check_version(version)?;
         if version >= schema::CURRENT_VERSION {
             return Ok(());
@@ -554,10 +554,10 @@ fn port_unavailable(
     own_key: (&str, &str),
     probe: Option<&dyn OccupancyProbe>,
 ) -> std::result::Result<Option<Holder>, TxError> {
-    if let Some(holder) = find_by_port(conn, port)? {
-        if holder.path.to_str() != Some(own_key.0) || holder.tag != own_key.1 {
-            return Ok(Some(holder.holder()));
-        }
+    if let Some(holder) = find_by_port(conn, port)?
+        && (holder.path.to_str() != Some(own_key.0) || holder.tag != own_key.1)
+    {
+        return Ok(Some(holder.holder()));
     }
     if alloc::excluded_by(&alloc::exclusions(conn)?, port).is_some() {
         return Ok(Some(Holder::Excluded));
