@@ -25,8 +25,12 @@ pub(crate) const FRESH_AT_OR_BELOW: &str =
 pub(crate) const FRESH_ABOVE: &str =
     "SELECT start, end FROM fresh_ranges WHERE start > ?1 ORDER BY start LIMIT 1";
 /// The SQL that lists released ports, longest released first.
+///
+/// It walks the `released_by_age` index in order and the caller stops at the
+/// first acceptable port, so no sort of the whole table happens; filtering by
+/// pool range in SQL would make SQLite prefer the primary key and sort.
 pub(crate) const RELEASED_OLDEST_FIRST: &str =
-    "SELECT port FROM released WHERE port BETWEEN ?1 AND ?2 ORDER BY released_at, port";
+    "SELECT port FROM released ORDER BY released_at, port";
 
 /// Why allocation ended without a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,10 +164,8 @@ pub(crate) fn allocate(
     // No fresh port left: reuse the port released longest ago.
     let mut best: Option<u16> = None;
     {
-        let lo = pool.first().map_or(1, |r| r.start);
-        let hi = pool.last().map_or(0, |r| r.end);
         let mut stmt = conn.prepare_cached(RELEASED_OLDEST_FIRST)?;
-        let mut rows = stmt.query(params![lo, hi])?;
+        let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let port: u16 = row.get(0)?;
             if !pool.iter().any(|r| r.contains(port)) || excluded_by(&excluded, port).is_some() {

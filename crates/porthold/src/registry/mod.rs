@@ -325,6 +325,13 @@ impl Registry {
             .conn
             .busy_timeout(busy_timeout)
             .map_err(|e| registry.db_error(e))?;
+        // In WAL mode, NORMAL keeps every commit atomic and the file consistent
+        // across a crash of the process (kill -9); only a power loss may drop
+        // the last commits. FULL would add an fsync to every `reserve`.
+        registry
+            .conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| registry.db_error(e))?;
         registry.prepare()?;
         Ok(registry)
     }
