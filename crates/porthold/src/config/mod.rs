@@ -190,7 +190,7 @@ impl Config {
             }
         }
         config.apply_env(&sources.env)?;
-        config.apply_flags(&sources.flags)?;
+        config.apply_overrides(&sources.flags)?;
         Ok(config)
     }
 
@@ -309,7 +309,11 @@ impl Config {
         Ok(())
     }
 
-    fn apply_flags(&mut self, flags: &Overrides) -> Result<()> {
+    /// Applies flag values on top of everything loaded so far.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the flag.
+    pub fn apply_overrides(&mut self, flags: &Overrides) -> Result<()> {
         if let Some(pool) = &flags.pool {
             self.pool = Some(Setting::new(
                 crate::pool::parse_pool(pool).map_err(|e| in_context("--pool", e))?,
@@ -373,3 +377,39 @@ fn in_context(context: &str, e: Error) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+/// The commented `porthold.toml` that `porthold init --config` writes. It is
+/// valid as written (a test loads it), with every optional key shown.
+pub const TEMPLATE: &str = r#"# porthold project file. Reference: docs/config.md
+# `porthold autoreserve --format export` reserves every service below in one
+# transaction and prints WEB_PORT=... lines for `eval`.
+
+[project]
+# A sticky label stored with every reservation of this project.
+# name = "my-project"
+
+[pool]
+# Where new ports come from (a range, or a list of ranges).
+# range = "10000-29999"
+# Ports never handed out (e.g. a local database). Accumulates across layers.
+# exclude = [5432, "6379-6380"]
+
+[registry]
+# How long to wait for the registry's write lock.
+# busy_timeout = "5s"
+# data_dir = "/path/to/data"   # relative paths are relative to this file
+
+# One table per service; the table name is the tag.
+[services.web]
+# Offsets keep services a fixed distance apart: web at base, api at base+1.
+offset = 0
+env = "WEB_PORT"
+# listen = ["web=tcp://127.0.0.1:0"]   # for `porthold run`
+# ready = "http:/health"               # listen, notify, tcp, http:/path, cmd:..., delay:500ms
+
+# [services.api]
+# offset = 1
+# Or a preferred fixed port (exit 3 if another key holds it):
+# port = 8080
+# env = "API_PORT"
+"#;

@@ -252,3 +252,12 @@ fn listen_and_ready_specs_are_checked() {
         assert!(validate_ready(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_init_template_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), PROJECT_FILE, TEMPLATE);
+    let config = Config::check_file(&path).unwrap();
+    assert_eq!(config.services["web"].offset, Some(0));
+    assert_eq!(config.services["web"].env, "WEB_PORT");
+}
