@@ -65,8 +65,9 @@ pub fn write_project(env: &TestEnv, text: &str) {
     std::fs::write(env.project().join("porthold.toml"), text).unwrap();
 }
 
-/// Replaces `dir` by `[TMP]` and RFC 3339 timestamps by `[TIME]`, so
-/// snapshots do not depend on the temp dir or the clock.
+/// Replaces `dir` by `[TMP]` and RFC 3339 timestamps by `[TIME]`, and
+/// collapses runs of spaces (table padding depends on the temp dir's
+/// length), so snapshots depend on neither the temp dir nor the clock.
 pub fn redact(text: &str, dir: &Path) -> String {
     let text = text.replace(&dir.canonicalize().unwrap().display().to_string(), "[TMP]");
     let text = text.replace(&dir.display().to_string(), "[TMP]");
@@ -83,7 +84,23 @@ pub fn redact(text: &str, dir: &Path) -> String {
             i += c.len_utf8();
         }
     }
-    out
+    let mut collapsed = String::with_capacity(out.len());
+    for line in out.lines() {
+        let mut previous_space = 0;
+        for c in line.chars() {
+            if c == ' ' {
+                previous_space += 1;
+                if previous_space <= 2 {
+                    collapsed.push(c);
+                }
+            } else {
+                previous_space = 0;
+                collapsed.push(c);
+            }
+        }
+        collapsed.push('\n');
+    }
+    collapsed.trim_end().to_string()
 }
 
 fn is_timestamp(b: &[u8]) -> bool {
