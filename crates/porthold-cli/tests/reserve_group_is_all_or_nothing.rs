@@ -120,7 +120,12 @@ fn a_preferred_port_held_by_another_key_is_exit_3_and_writes_no_row() {
         ],
     );
     assert_eq!(env.row_count(), 1);
-    write_project(&env, PROJECT);
+    // `admin` sorts before `db`, so its row is written inside the
+    // transaction before `db` fails: the rollback must remove it.
+    write_project(
+        &env,
+        &format!("{PROJECT}\n[services.admin]\nport = 24104\n"),
+    );
     let stderr = fails(
         &env,
         &[
@@ -135,7 +140,7 @@ fn a_preferred_port_held_by_another_key_is_exit_3_and_writes_no_row() {
         stderr.contains("port 24105 is reserved by `/someone/else`"),
         "{stderr}"
     );
-    // web and api would have been planned before or after db; none may remain.
+    // admin was written before db failed; web and api come after: none may remain.
     assert_eq!(env.row_count(), 1, "a row of the failed group was written");
     let error = json_error(
         &env,
