@@ -16,6 +16,9 @@ use crate::output::reservation_json;
     after_help = "EXAMPLES:\n  PORT=$(porthold reserve --tag web)\n  porthold reserve --port 8080 --or-any"
 )]
 pub struct ReserveArgs {
+    /// When the pool is exhausted, do not remove reservations of deleted or long-unused projects.
+    #[arg(long)]
+    pub disable_autoclean: bool,
     /// Move the key to a requested --port, or change its sticky --project/--task.
     #[arg(long)]
     pub force: bool,
@@ -36,9 +39,6 @@ pub struct ReserveArgs {
     /// Move the key to a new free port.
     #[arg(long, conflicts_with = "port")]
     pub reassign: bool,
-    /// When the pool is exhausted, do not remove reservations of deleted or long-unused projects.
-    #[arg(long)]
-    pub disable_autoclean: bool,
     /// Do not trial-bind candidate ports.
     #[arg(long)]
     pub skip_occupancy_check: bool,
