@@ -209,3 +209,55 @@ fn the_human_table_lists_service_port_env_and_status() {
     );
     insta::assert_snapshot!(redact(&out, env.dir.path()));
 }
+
+#[test]
+fn concurrent_groups_of_different_projects_never_share_a_port() {
+    let env = TestEnv::new();
+    let projects: Vec<_> = (0..8)
+        .map(|i| {
+            let dir = env.project().join(format!("p{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("porthold.toml"),
+                "[services.web]\noffset = 0\n[services.api]\noffset = 1\n[services.worker]\n",
+            )
+            .unwrap();
+            dir
+        })
+        .collect();
+    let children: Vec<_> = projects
+        .iter()
+        .map(|dir| {
+            let mut cmd = env.std_cmd();
+            cmd.current_dir(dir)
+                .args([
+                    "--busy-timeout",
+                    "60s",
+                    "--json",
+                    "autoreserve",
+                    "--pool",
+                    "24180-24239",
+                    "--skip-occupancy-check",
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut ports = std::collections::BTreeSet::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let web = value["env"]["WEB_PORT"].as_u64().unwrap();
+        assert_eq!(value["env"]["API_PORT"].as_u64().unwrap(), web + 1);
+        for port in value["env"].as_object().unwrap().values() {
+            assert!(
+                ports.insert(port.as_u64().unwrap()),
+                "port {port} given twice"
+            );
+        }
+    }
+    assert_eq!(ports.len(), 24);
+    assert_eq!(env.row_count(), 24);
+}
