@@ -32,15 +32,9 @@ pub struct Cli {
 /// Options shared by every command.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Wait this long for the registry's write lock (500ms, 5s, 2m).
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        env = "PORTHOLD_BUSY_TIMEOUT",
-        default_value = "5s"
-    )]
-    pub busy_timeout: String,
+    /// Wait this long for the registry's write lock (500ms, 5s, 2m) [env: PORTHOLD_BUSY_TIMEOUT; config: registry.busy_timeout; default: 5s].
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub busy_timeout: Option<String>,
     /// Colour diagnostics: auto, always or never (NO_COLOR is honoured).
     #[arg(
         long,
@@ -50,8 +44,8 @@ pub struct GlobalArgs {
         default_value = "auto"
     )]
     pub color: ColorChoice,
-    /// Where the registry lives [default: $XDG_DATA_HOME/porthold, i.e. ~/.local/share/porthold].
-    #[arg(long, global = true, value_name = "DIR", env = "PORTHOLD_DATA_DIR")]
+    /// Where the registry lives [env: PORTHOLD_DATA_DIR; config: registry.data_dir; default: $XDG_DATA_HOME/porthold, i.e. ~/.local/share/porthold].
+    #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Print machine-readable JSON (errors too, on stderr).
     #[arg(long, global = true)]
@@ -82,6 +76,40 @@ pub enum Command {
     ShowDataDir,
     /// Print the resolved project path of a key.
     ShowPath(cmd::show_path::ShowPathArgs),
+
+    // Issue 4: the full registry.
+    /// Exit 0 if the data dir holds a registry (--validate: a sound one), else 1.
+    AssertDataDir(cmd::assert::AssertDataDirArgs),
+    /// Exit 0 if some key holds PORT, else 1.
+    AssertPort(cmd::assert::AssertPortArgs),
+    /// Exit 0 if the key has a reservation (on --port), else 1.
+    AssertReservation(cmd::assert::AssertReservationArgs),
+    /// Remove reservations whose path is gone or that were unused for --older-than (30d).
+    Autoclean(cmd::clean::AutocleanArgs),
+    /// Find porthold.toml upward, reserve its services, print assignments (--format export for eval).
+    Autoreserve(cmd::group::AutoreserveArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::CompletionsArgs),
+    /// Exclude a port or range from allocation; without one, list exclusions.
+    Exclude(cmd::exclude::ExcludeArgs),
+    /// Remove reservations unused for longer than --older-than.
+    Expire(cmd::clean::ExpireArgs),
+    /// List project paths with their tags and ports.
+    ListProjects(cmd::projects::ListProjectsArgs),
+    /// Print the man page (roff).
+    Man(cmd::completions::ManArgs),
+    /// Move reservations from an old project path to a new one, atomically.
+    Migrate(cmd::migrate::MigrateArgs),
+    /// Show the reservation, exclusions, occupancy and owner of a port.
+    PortInfo(cmd::scan::PortInfoArgs),
+    /// Remove reservations whose project directory no longer exists.
+    Prune(cmd::clean::PruneArgs),
+    /// Reserve every service of porthold.toml at once (all or nothing).
+    ReserveGroup(cmd::group::ReserveGroupArgs),
+    /// List TCP/UDP listeners with owner pid and command, marking reserved ports.
+    Scan(cmd::scan::ScanArgs),
+    /// Check configuration files without touching the registry.
+    Validate(cmd::validate::ValidateArgs),
 }
 
 #[cfg(test)]
@@ -99,6 +127,6 @@ mod tests {
         let cli = Cli::try_parse_from(["porthold", "reserve", "--json", "--busy-timeout", "200ms"])
             .unwrap();
         assert!(cli.global.json);
-        assert_eq!(cli.global.busy_timeout, "200ms");
+        assert_eq!(cli.global.busy_timeout.as_deref(), Some("200ms"));
     }
 }

@@ -1,10 +1,12 @@
 //! What every command needs, resolved once from the global flags and the
 //! environment: directories, timeouts, output mode.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+
+use porthold::config::{Config, Overrides, Sources};
 
 use crate::cli::GlobalArgs;
 use crate::output::{ColorChoice, Style};
@@ -30,15 +32,32 @@ pub struct Ctx {
     pub color: ColorChoice,
     /// The working directory, absolute.
     pub cwd: PathBuf,
+    /// The layered configuration of the working directory's project.
+    pub config: Config,
+    /// Where `config` came from, to reload it for another project directory.
+    pub sources: Sources,
 }
 
 impl Ctx {
-    /// Resolves the global flags.
+    /// Resolves the global flags and loads the layered configuration
+    /// (user config, the project's `porthold.toml` and `porthold.local.toml`,
+    /// `PORTHOLD_*` variables, flags).
     pub fn new(args: &GlobalArgs) -> anyhow::Result<Ctx> {
-        let busy_timeout =
-            porthold::duration::parse(&args.busy_timeout).context("reading --busy-timeout")?;
-        let data_dir = match &args.data_dir {
-            Some(dir) => dir.clone(),
+        let cwd = std::env::current_dir().context("reading the working directory")?;
+        let sources = Sources {
+            user_config: user_config_path(),
+            project_dir: project_dir_of(&cwd),
+            env: porthold_env(),
+            flags: Overrides {
+                pool: None,
+                busy_timeout: args.busy_timeout.clone(),
+                data_dir: args.data_dir.clone(),
+            },
+        };
+        let config = Config::load(&sources)?;
+        let busy_timeout = config.busy_timeout.value;
+        let data_dir = match &config.data_dir {
+            Some(dir) => dir.value.clone(),
             None => directories::BaseDirs::new()
                 .map(|dirs| dirs.data_dir().join("porthold"))
                 .context(
@@ -55,7 +74,6 @@ impl Ctx {
                 )),
             },
         };
-        let cwd = std::env::current_dir().context("reading the working directory")?;
         Ok(Ctx {
             data_dir: absolute(&cwd, data_dir),
             runtime_dir: absolute(&cwd, runtime_dir),
@@ -65,7 +83,37 @@ impl Ctx {
             verbose: args.verbose,
             color: args.color,
             cwd,
+            config,
+            sources,
         })
+    }
+
+    /// The configuration with a project directory other than the working
+    /// directory's (`--path P` of the group commands), same other layers.
+    pub fn config_for_project(&self, project_dir: &Path) -> anyhow::Result<Config> {
+        let mut sources = self.sources.clone();
+        sources.project_dir = Some(project_dir.to_path_buf());
+        Ok(Config::load(&sources)?)
+    }
+
+    /// The effective pool for a command's `--pool` flag (which wins over
+    /// every configured layer), with its warnings printed.
+    pub fn pool(
+        &self,
+        config: &Config,
+        flag: Option<&str>,
+        kernel: &porthold::net::KernelPorts,
+    ) -> anyhow::Result<porthold::pool::Pool> {
+        let mut config = config.clone();
+        config.apply_overrides(&Overrides {
+            pool: flag.map(str::to_string),
+            ..Overrides::default()
+        })?;
+        let (pool, warnings) = config.pool(kernel)?;
+        for warning in warnings {
+            self.warn(warning);
+        }
+        Ok(pool)
     }
 
     /// Prints a warning on stderr unless `-q` (in `--json` mode as a JSON line).
@@ -98,4 +146,23 @@ impl Ctx {
 
 fn absolute(cwd: &std::path::Path, path: PathBuf) -> PathBuf {
     porthold::key::normalize_lexically(&cwd.join(path))
+}
+
+/// `$XDG_CONFIG_HOME/porthold/config.toml` (usually `~/.config/porthold/config.toml`).
+fn user_config_path() -> Option<PathBuf> {
+    directories::BaseDirs::new().map(|dirs| dirs.config_dir().join("porthold").join("config.toml"))
+}
+
+/// The nearest ancestor of `cwd` holding `porthold.toml`.
+fn project_dir_of(cwd: &Path) -> Option<PathBuf> {
+    let canonical = cwd.canonicalize().ok()?;
+    porthold::key::find_project_root(&canonical)
+}
+
+/// The `PORTHOLD_*` variables of the environment (non-UTF-8 values are skipped).
+fn porthold_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| k.starts_with("PORTHOLD_"))
+        .collect()
 }

@@ -6,6 +6,7 @@ mod cmd;
 mod ctx;
 mod exit;
 mod output;
+mod shell;
 
 use std::process::ExitCode;
 

@@ -244,6 +244,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A key that an operation would create already exists (e.g. the target of `migrate`).
+    #[error("`{path}`{} is already reserved (port {port})", tag_suffix(tag))]
+    KeyExists {
+        /// The existing key's path.
+        path: PathBuf,
+        /// The existing key's tag.
+        tag: String,
+        /// The port it holds.
+        port: u16,
+    },
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -281,7 +292,8 @@ impl Error {
             Error::PortTaken { .. }
             | Error::KeyHoldsOtherPort { .. }
             | Error::StickyLabel { .. }
-            | Error::NameTaken { .. } => ErrorKind::Conflict,
+            | Error::NameTaken { .. }
+            | Error::KeyExists { .. } => ErrorKind::Conflict,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Corrupt { .. } | Error::NewerSchema { .. } => ErrorKind::Corrupt,
@@ -324,6 +336,9 @@ impl Error {
             }
             Error::NotFound(_) | Error::Launch { .. } | Error::RolledBack { .. } => None,
             Error::Io { .. } => None,
+            Error::KeyExists { .. } => {
+                Some("release that key first, or migrate to another path".into())
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod config;
 pub mod duration;
 pub mod error;
 pub mod key;

@@ -7,6 +7,17 @@ pub mod release;
 pub mod reserve;
 pub mod show_path;
 
+// Issue 4: the full registry.
+pub mod assert;
+pub mod clean;
+pub mod completions;
+pub mod exclude;
+pub mod group;
+pub mod migrate;
+pub mod projects;
+pub mod scan;
+pub mod validate;
+
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -26,6 +37,22 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Reserve(args) => reserve::run(args, ctx),
         Command::ShowDataDir => show_path::run_data_dir(ctx),
         Command::ShowPath(args) => show_path::run(args, ctx),
+        Command::AssertDataDir(args) => assert::run_data_dir(args, ctx),
+        Command::AssertPort(args) => assert::run_port(args, ctx),
+        Command::AssertReservation(args) => assert::run_reservation(args, ctx),
+        Command::Autoclean(args) => clean::run_autoclean(args, ctx),
+        Command::Autoreserve(args) => group::run_autoreserve(args, ctx),
+        Command::Completions(args) => completions::run_completions(args, ctx),
+        Command::Exclude(args) => exclude::run(args, ctx),
+        Command::Expire(args) => clean::run_expire(args, ctx),
+        Command::ListProjects(args) => projects::run(args, ctx),
+        Command::Man(args) => completions::run_man(args, ctx),
+        Command::Migrate(args) => migrate::run(args, ctx),
+        Command::PortInfo(args) => scan::run_port_info(args, ctx),
+        Command::Prune(args) => clean::run_prune(args, ctx),
+        Command::ReserveGroup(args) => group::run_reserve_group(args, ctx),
+        Command::Scan(args) => scan::run_scan(args, ctx),
+        Command::Validate(args) => validate::run(args, ctx),
     }
 }
 

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Args;
 use porthold::net::{KernelPorts, SystemProbe};
-use porthold::pool::{Pool, parse_pool};
-use porthold::registry::ReserveRequest;
+use porthold::registry::{CleanPolicy, DEFAULT_EXPIRE_AFTER, ReserveRequest};
 
 use super::{KeyArgs, open_registry, print_json};
 use crate::ctx::Ctx;
@@ -18,6 +16,9 @@ use crate::output::reservation_json;
     after_help = "EXAMPLES:\n  PORT=$(porthold reserve --tag web)\n  porthold reserve --port 8080 --or-any"
 )]
 pub struct ReserveArgs {
+    /// When the pool is exhausted, do not remove reservations of deleted or long-unused projects.
+    #[arg(long)]
+    pub disable_autoclean: bool,
     /// Move the key to a requested --port, or change its sticky --project/--task.
     #[arg(long)]
     pub force: bool,
@@ -26,8 +27,8 @@ pub struct ReserveArgs {
     /// With --port: accept another free port when the requested one is taken.
     #[arg(long, requires = "port")]
     pub or_any: bool,
-    /// Allocate from these ranges (A-B[,C-D]) instead of the default pool.
-    #[arg(long, value_name = "RANGES", env = "PORTHOLD_POOL")]
+    /// Allocate from these ranges (A-B[,C-D]) instead of the configured pool [env: PORTHOLD_POOL; config: pool.range].
+    #[arg(long, value_name = "RANGES")]
     pub pool: Option<String>,
     /// Ask for this port; a taken port is an error unless --or-any.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
@@ -50,16 +51,7 @@ pub struct ReserveArgs {
 pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let key = args.key.resolve(ctx, true)?;
     let kernel = KernelPorts::read();
-    let configured = args
-        .pool
-        .as_deref()
-        .map(parse_pool)
-        .transpose()
-        .context("reading --pool")?;
-    let (pool, warnings) = Pool::resolve(configured, &kernel)?;
-    for warning in warnings {
-        ctx.warn(warning);
-    }
+    let pool = ctx.pool(&ctx.config, args.pool.as_deref(), &kernel)?;
     let mut request = ReserveRequest::new(key, pool, kernel);
     request.port = args.port;
     request.or_any = args.or_any;
@@ -75,9 +67,23 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         Some(&probe)
     };
-    let outcome = registry.reserve(&request, probe)?;
+    let (outcome, cleaned) = if args.disable_autoclean {
+        (registry.reserve(&request, probe)?, Vec::new())
+    } else {
+        let policy = CleanPolicy::autoclean(DEFAULT_EXPIRE_AFTER);
+        registry.reserve_with_autoclean(&request, probe, &policy)?
+    };
     for note in &outcome.notes {
         ctx.warn(note);
+    }
+    if !cleaned.is_empty() && !ctx.json {
+        ctx.note(format!(
+            "the pool was exhausted; autoclean removed {} reservation(s):",
+            cleaned.len()
+        ));
+        for item in &cleaned {
+            ctx.note(format!("  {}", super::clean::describe(item)));
+        }
     }
     if ctx.json {
         let mut value = reservation_json(&outcome.reservation);
@@ -86,6 +92,11 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .notes
             .iter()
             .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .into();
+        value["cleaned"] = cleaned
+            .iter()
+            .map(super::clean::cleaned_json)
             .collect::<Vec<_>>()
             .into();
         print_json(&value);

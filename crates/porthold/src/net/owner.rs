@@ -113,12 +113,13 @@ pub fn parse_socket_table(text: &str, proto: Proto, v6: bool) -> Vec<(u8, Socket
         .collect()
 }
 
-/// The kernel prints addresses as 32-bit words in host byte order.
+/// The kernel prints addresses as 32-bit words in host byte order: the
+/// network-order bytes of each word are the word's native-endian bytes.
 fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
     let word = |i: usize| {
         u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
             .ok()
-            .map(u32::from_be)
+            .map(u32::to_ne_bytes)
     };
     if v6 {
         if hex.len() != 32 {
@@ -126,36 +127,15 @@ fn parse_hex_addr(hex: &str, v6: bool) -> Option<IpAddr> {
         }
         let mut bytes = [0u8; 16];
         for i in 0..4 {
-            bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?.to_be_bytes());
+            bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
         }
-        // from_be on the host-order word then to_be_bytes gives network order on both endiannesses.
-        Some(IpAddr::V6(Ipv6Addr::from(fix_endian(bytes))))
+        Some(IpAddr::V6(Ipv6Addr::from(bytes)))
     } else {
         if hex.len() != 8 {
             return None;
         }
-        Some(IpAddr::V4(Ipv4Addr::from(fix_endian_v4(
-            word(0)?.to_be_bytes(),
-        ))))
+        Some(IpAddr::V4(Ipv4Addr::from(word(0)?)))
     }
-}
-
-// The table holds the raw bytes of each 32-bit word printed as a host-order
-// integer. On little-endian hosts the printed text is byte-reversed per word.
-fn fix_endian(mut bytes: [u8; 16]) -> [u8; 16] {
-    if cfg!(target_endian = "little") {
-        for chunk in bytes.chunks_mut(4) {
-            chunk.reverse();
-        }
-    }
-    bytes
-}
-
-fn fix_endian_v4(mut bytes: [u8; 4]) -> [u8; 4] {
-    if cfg!(target_endian = "little") {
-        bytes.reverse();
-    }
-    bytes
 }
 
 /// Fills in `owner` by scanning `/proc/*/fd` for the entries' inodes.

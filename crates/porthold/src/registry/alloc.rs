@@ -51,6 +51,11 @@ fn next_fresh(conn: &Connection, from: u16) -> rusqlite::Result<Option<u16>> {
         .optional()
 }
 
+/// Whether `port` has never been issued.
+pub(crate) fn is_fresh(conn: &Connection, port: u16) -> rusqlite::Result<bool> {
+    Ok(next_fresh(conn, port)? == Some(port))
+}
+
 /// Removes `port` from the fresh ranges (it is being issued).
 pub(crate) fn mark_issued(conn: &Connection, port: u16) -> rusqlite::Result<()> {
     let containing: Option<(u16, u16)> = conn

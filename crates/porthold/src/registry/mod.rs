@@ -27,6 +27,11 @@
 //! ```
 
 mod alloc;
+mod clean;
+mod exclusions;
+mod group;
+mod inspect;
+mod migrate;
 mod schema;
 
 use std::fs;
@@ -47,6 +52,11 @@ use crate::net::{KernelPorts, Occupancy, OccupancyProbe};
 use crate::pool::Pool;
 
 pub use alloc::MAX_OCCUPIED_SKIPS;
+pub use clean::{CleanPolicy, CleanReason, Cleaned, DEFAULT_EXPIRE_AFTER};
+pub use exclusions::{ExcludeOutcome, Exclusion};
+pub use group::{GroupMember, GroupOutcome, GroupRequest};
+pub use inspect::{PortInfo, ScanEntry, port_info, scan};
+pub use migrate::{Migrated, ProjectSummary};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
 /// The registry's file name inside the data directory.
