@@ -254,6 +254,17 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
+
+    /// A key that an operation would create already exists (e.g. the target of `migrate`).
+    #[error("`{path}`{} is already reserved (port {port})", tag_suffix(tag))]
+    KeyExists {
+        /// The existing key's path.
+        path: PathBuf,
+        /// The existing key's tag.
+        tag: String,
+        /// The port it holds.
+        port: u16,
+    },
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -291,7 +302,8 @@ impl Error {
             Error::PortTaken { .. }
             | Error::KeyHoldsOtherPort { .. }
             | Error::StickyLabel { .. }
-            | Error::NameTaken { .. } => ErrorKind::Conflict,
+            | Error::NameTaken { .. }
+            | Error::KeyExists { .. } => ErrorKind::Conflict,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Corrupt { .. } | Error::NewerSchema { .. } => ErrorKind::Corrupt,
@@ -340,6 +352,9 @@ impl Error {
                  inspect `{}` and remove it if no instance of yours owns it",
                 path.display()
             )),
+            Error::KeyExists { .. } => {
+                Some("release that key first, or migrate to another path".into())
+            }
         }
     }
 

@@ -5,8 +5,18 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod config;
 pub mod discovery;
+pub mod duration;
 pub mod error;
 pub mod identity;
+pub mod key;
+pub mod net;
+pub mod pool;
+#[cfg(feature = "registry")]
+pub mod registry;
+#[doc(hidden)]
+pub mod test_hooks;
+pub mod time;
 
 pub use error::{Error, ErrorKind, Holder, Result};
