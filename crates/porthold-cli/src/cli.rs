@@ -110,6 +110,16 @@ pub enum Command {
     Scan(cmd::scan::ScanArgs),
     /// Check configuration files without touching the registry.
     Validate(cmd::validate::ValidateArgs),
+
+    // Issue 5: running servers.
+    /// List live instances (name, key, pid, generation, state, listeners, uptime).
+    Ps(cmd::instances::PsArgs),
+    /// SIGTERM a running instance's launcher and wait for it to end.
+    Stop(cmd::instances::StopArgs),
+    /// Print a running instance's URL (exit 1 if none is live).
+    Url(cmd::instances::UrlArgs),
+    /// Wait until an instance is live and ready (exit 1 on timeout).
+    Wait(cmd::instances::WaitArgs),
 }
 
 #[cfg(test)]

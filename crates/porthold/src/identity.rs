@@ -196,6 +196,93 @@ impl ProcessIdentity {
     }
 }
 
+/// A handle on one exact process (a pidfd), for signalling and waiting without
+/// the pid-reuse race of `kill(pid, ...)`.
+///
+/// The pidfd is opened first and the identity checked afterwards: if the
+/// process we checked is the one with that pid *after* the pidfd exists, the
+/// pidfd refers to it, and every later signal goes to it even if the pid is
+/// reused in between.
+#[derive(Debug)]
+pub struct ProcessHandle {
+    pidfd: std::os::fd::OwnedFd,
+    identity: ProcessIdentity,
+}
+
+impl ProcessHandle {
+    /// Opens a handle on `identity`'s process, `Ok(None)` when that exact
+    /// process no longer runs (exited, or its pid now belongs to another).
+    ///
+    /// # Errors
+    /// When the pidfd cannot be opened for another reason than "no such
+    /// process" (e.g. a kernel without pidfd support, before Linux 5.3).
+    pub fn open(identity: &ProcessIdentity) -> Result<Option<ProcessHandle>> {
+        let Some(pid) = rustix::process::Pid::from_raw(identity.pid as i32) else {
+            return Ok(None);
+        };
+        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(None),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("opening a pidfd for pid {}", identity.pid),
+                    e.into(),
+                ));
+            }
+        };
+        if !identity.is_alive() {
+            return Ok(None);
+        }
+        Ok(Some(ProcessHandle {
+            pidfd,
+            identity: identity.clone(),
+        }))
+    }
+
+    /// The identity this handle was opened for.
+    pub fn identity(&self) -> &ProcessIdentity {
+        &self.identity
+    }
+
+    /// Sends `signal` to the process. `Ok(false)` when it has already exited.
+    ///
+    /// # Errors
+    /// When the kernel refuses (e.g. `EPERM` for another user's process).
+    pub fn signal(&self, signal: rustix::process::Signal) -> Result<bool> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, signal) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::SRCH) => Ok(false),
+            Err(e) => Err(Error::io(
+                format!("signalling pid {}", self.identity.pid),
+                e.into(),
+            )),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; true when it has.
+    ///
+    /// A pidfd becomes readable when its process exits (for a child of ours:
+    /// once it is a zombie, before it is reaped).
+    pub fn wait_exit(&self, timeout: std::time::Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+            let spec = rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            match poll(&mut fds, Some(&spec)) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(rustix::io::Errno::INTR) if !left.is_zero() => continue,
+                Err(_) => return !self.identity.is_alive(),
+            }
+        }
+    }
+}
+
 /// The command name of a process (`/proc/<pid>/comm`, at most 15 bytes), if readable.
 pub fn comm(pid: u32) -> Option<String> {
     let text = fs::read(format!("/proc/{pid}/comm")).ok()?;

@@ -8,8 +8,16 @@ use porthold::registry::Registry;
 
 /// Table name -> [(column, declared type)] from the ```sql block of the doc.
 fn documented_schema() -> BTreeMap<String, Vec<(String, String)>> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/registry.md")).unwrap();
-    let sql = doc.split("```sql").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```sql block");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/registry.md"
+    ))
+    .unwrap();
+    let sql = doc
+        .split("```sql")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```sql block");
     let mut tables = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in sql.lines() {
@@ -41,7 +49,10 @@ fn documented_schema() -> BTreeMap<String, Vec<(String, String)>> {
         if let Some(table) = &current {
             let words: Vec<&str> = line.split_whitespace().collect();
             if words.len() >= 2 && !["UNIQUE", "PRIMARY", "CHECK"].contains(&words[0]) {
-                tables.get_mut(table).unwrap().push((words[0].to_string(), words[1].trim_end_matches(',').to_string()));
+                tables.get_mut(table).unwrap().push((
+                    words[0].to_string(),
+                    words[1].trim_end_matches(',').to_string(),
+                ));
             }
         }
     }
@@ -53,17 +64,34 @@ fn every_documented_table_and_column_exists() {
     let dir = tempfile::tempdir().unwrap();
     let registry = Registry::open(dir.path(), Duration::from_secs(5)).unwrap();
     let documented = documented_schema();
-    assert!(documented.len() >= 5, "parsed too few tables: {documented:?}");
+    assert!(
+        documented.len() >= 5,
+        "parsed too few tables: {documented:?}"
+    );
     for (table, columns) in &documented {
-        let mut stmt = registry.connection().prepare(&format!("PRAGMA table_info({table})")).unwrap();
+        let mut stmt = registry
+            .connection()
+            .prepare(&format!("PRAGMA table_info({table})"))
+            .unwrap();
         let actual: Vec<(String, String)> = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(1)?, row.get::<_, String>(2)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(1)?, row.get::<_, String>(2)?))
+            })
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert!(!actual.is_empty(), "table {table} is documented but missing");
-        assert_eq!(&actual, columns, "table {table} differs from docs/registry.md");
+        assert!(
+            !actual.is_empty(),
+            "table {table} is documented but missing"
+        );
+        assert_eq!(
+            &actual, columns,
+            "table {table} differs from docs/registry.md"
+        );
     }
-    let version: i64 = registry.connection().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: i64 = registry
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, porthold::registry::SCHEMA_VERSION);
 }

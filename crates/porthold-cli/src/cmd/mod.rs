@@ -18,6 +18,9 @@ pub mod projects;
 pub mod scan;
 pub mod validate;
 
+// Issue 5: running servers.
+pub mod instances;
+
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -53,6 +56,10 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::ReserveGroup(args) => group::run_reserve_group(args, ctx),
         Command::Scan(args) => scan::run_scan(args, ctx),
         Command::Validate(args) => validate::run(args, ctx),
+        Command::Url(args) => instances::run_url(args, ctx),
+        Command::Ps(args) => instances::run_ps(args, ctx),
+        Command::Wait(args) => instances::run_wait(args, ctx),
+        Command::Stop(args) => instances::run_stop(args, ctx),
     }
 }
 
