@@ -121,6 +121,28 @@ fn a_grandchild_is_accepted_under_tree_and_rejected_under_main() {
 }
 
 #[test]
+fn a_great_grandchild_is_accepted_under_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NotifyServer::bind(dir.path()).expect("bind");
+    let (argv, _) = role_argv("spawn_sender");
+    let mut main = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env(ROLE, "spawn_sender")
+        .env("PORTHOLD_TEST_DEPTH", "3")
+        .env("NOTIFY_SOCKET", server.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let sender: u32 = read_value(&mut main, "GRANDCHILD").parse().expect("pid");
+    let msg = recv_ready(&server);
+    assert_eq!(msg.pid, sender);
+    assert!(accepts(NotifyAccess::Tree, main.id(), msg.pid));
+    assert!(!accepts(NotifyAccess::Main, main.id(), msg.pid));
+    end(main);
+}
+
+#[test]
 fn pid_zero_and_vanished_processes_are_never_accepted() {
     let me = std::process::id();
     assert!(!accepts(NotifyAccess::Tree, me, 0));

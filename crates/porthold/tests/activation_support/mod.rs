@@ -445,20 +445,37 @@ fn role_idle() -> i32 {
     0
 }
 
-/// Starts a `notify_ready` grandchild sharing our stdin, prints its pid, waits for it.
+/// Starts a chain of `PORTHOLD_TEST_DEPTH` (default 1) processes below us whose
+/// last one is a `notify_ready` sender; all share our stdin. The process that
+/// starts the sender prints `GRANDCHILD=<its pid>` on the shared stdout.
 fn role_spawn_sender() -> i32 {
-    let (argv, _) = role_argv("notify_ready");
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env(ROLE, "notify_ready")
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::null())
-        .spawn();
-    match child {
-        Ok(mut c) => {
-            println!("GRANDCHILD={}", c.id());
-            let _ = std::io::stdout().flush();
-            let _ = c.wait();
+    let depth: u32 = std::env::var("PORTHOLD_TEST_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(1);
+    let role = if depth > 1 {
+        "spawn_sender"
+    } else {
+        "notify_ready"
+    };
+    let (argv, _) = role_argv(role);
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..])
+        .env(ROLE, role)
+        .env("PORTHOLD_TEST_DEPTH", (depth.saturating_sub(1)).to_string())
+        .stdin(Stdio::inherit());
+    if depth > 1 {
+        c.stdout(Stdio::inherit());
+    } else {
+        c.stdout(Stdio::null());
+    }
+    match c.spawn() {
+        Ok(mut child) => {
+            if depth <= 1 {
+                println!("GRANDCHILD={}", child.id());
+                let _ = std::io::stdout().flush();
+            }
+            let _ = child.wait();
             0
         }
         Err(e) => {
