@@ -5,7 +5,6 @@
 
 mod activation_support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
@@ -36,17 +35,25 @@ fn spawn_role(role: &str, notify_socket: Option<&std::path::Path>, status: &str)
     c.spawn().expect("spawning a role")
 }
 
-/// Reads the child's stdout until a `KEY=` line and returns its value.
+/// Reads the child's stdout until a `KEY=` line and returns its value. Reads a
+/// byte at a time so nothing after that line is consumed (later calls see it).
 fn read_value(child: &mut Child, key: &str) -> String {
+    use std::io::Read;
     let out = child.stdout.as_mut().expect("piped stdout");
-    let mut reader = BufReader::new(out);
     let prefix = format!("{key}=");
-    let mut line = String::new();
     loop {
-        line.clear();
-        let n = reader.read_line(&mut line).expect("reading child stdout");
-        assert!(n > 0, "child ended before printing {key}=");
-        if let Some(v) = line.trim_end().strip_prefix(&prefix) {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            let n = out.read(&mut byte).expect("reading child stdout");
+            assert!(n > 0, "child ended before printing {key}=");
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        if let Some(v) = line.strip_prefix(&prefix) {
             return v.to_string();
         }
     }
@@ -153,6 +160,47 @@ fn pid_zero_and_vanished_processes_are_never_accepted() {
     gone.wait().expect("wait");
     // Reaped: /proc/<pid> no longer exists, so its ancestry is unknown.
     assert!(!accepts(NotifyAccess::Tree, me, gone_pid));
+}
+
+#[test]
+fn a_sender_outside_the_receivers_pid_namespace_is_dropped() {
+    // The receiver runs as pid 1 of a new pid namespace; we (outside it) have no
+    // pid there, so the kernel reports our pid as 0 and the message is dropped.
+    let unshare_works = Command::new("unshare")
+        .args(["-p", "-f", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !unshare_works {
+        eprintln!("skipped: `unshare -p -f` is unavailable (needs root and util-linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (argv, _) = role_argv("notify_receiver");
+    let mut receiver = Command::new("unshare")
+        .args(["-p", "-f", "--kill-child"])
+        .args(&argv)
+        .env(ROLE, "notify_receiver")
+        .env("PORTHOLD_TEST_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare");
+    let path = read_value(&mut receiver, "PATH");
+    porthold::activation::receive::notify_to(
+        std::ffi::OsStr::new(&path),
+        "READY=1\nSTATUS=outsider",
+    )
+    .expect("send from outside");
+    {
+        use std::io::Write;
+        let stdin = receiver.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("go");
+    }
+    assert_eq!(read_value(&mut receiver, "FIRST_STATUS"), "self");
+    assert_eq!(read_value(&mut receiver, "FIRST_PID"), "1");
+    end(receiver);
 }
 
 #[test]

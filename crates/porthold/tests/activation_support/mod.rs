@@ -251,6 +251,7 @@ pub fn run_role_if_requested() {
         "idle" => role_idle(),
         "spawn_sender" => role_spawn_sender(),
         "listeners_check" => role_listeners_check(),
+        "notify_receiver" => role_notify_receiver(),
         other => {
             eprintln!("unknown role {other}");
             3
@@ -517,6 +518,42 @@ fn role_listeners_check() -> i32 {
         match l.into_tcp_listener() {
             Ok(_) => println!("AS_TCP=ok"),
             Err(e) => println!("AS_TCP_ERROR={e}"),
+        }
+    }
+    let _ = std::io::stdout().flush();
+    0
+}
+
+/// Binds a NotifyServer in PORTHOLD_TEST_DIR, prints `PATH=`, waits for a line
+/// on stdin, sends `STATUS=self` to itself and prints the first message it
+/// accepts (`FIRST_STATUS=`, `FIRST_PID=`) or `FIRST_STATUS=<none>`.
+fn role_notify_receiver() -> i32 {
+    use porthold::activation::notify::NotifyServer;
+    let dir = PathBuf::from(std::env::var_os("PORTHOLD_TEST_DIR").unwrap_or_default());
+    let server = match NotifyServer::bind(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bind: {e}");
+            return 16;
+        }
+    };
+    println!("PATH={}", server.path().display());
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    if let Err(e) = receive::notify_to(server.path().as_os_str(), "STATUS=self") {
+        eprintln!("notify_to: {e}");
+        return 17;
+    }
+    match server.recv(HANG) {
+        Ok(Some(m)) => {
+            println!("FIRST_STATUS={}", m.status.unwrap_or_default());
+            println!("FIRST_PID={}", m.pid);
+        }
+        Ok(None) => println!("FIRST_STATUS=<none>"),
+        Err(e) => {
+            eprintln!("recv: {e}");
+            return 18;
         }
     }
     let _ = std::io::stdout().flush();
