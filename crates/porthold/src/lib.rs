@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod activation;
 pub mod config;
 pub mod discovery;
 pub mod duration;

@@ -1,0 +1,101 @@
+//! A request is served through the socket a launcher passed at fd 3 by receivers
+//! written against other libraries and runtimes: the sd-notify crate (strict
+//! LISTEN_PID check), the listenfd crate, porthold's own `listeners()`, Python's
+//! `socket.socket(fileno=3)` and Node's `server.listen({fd: 3})`.
+
+mod activation_support;
+
+use std::ffi::OsString;
+
+use activation_support::{Launcher, reply, role_argv, run_role_if_requested, serve_one, which};
+
+/// Entry point of the child roles; a no-op in a normal test run.
+#[test]
+fn role_entry() {
+    run_role_if_requested();
+}
+
+// PORTHOLD-LAUNCHER: add `Launcher::PortholdRun` here once the send side has landed.
+const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate];
+
+/// Serves one request with `argv` (plus `env`) under every available launcher
+/// and checks the reply is exactly `reply(who)`.
+fn check_receiver(who: &str, env: &[(String, String)], argv: &[OsString]) {
+    for &launcher in LAUNCHERS {
+        if let Err(reason) = launcher.available() {
+            eprintln!("{launcher:?} skipped: {reason}");
+            continue;
+        }
+        let response = serve_one(launcher, "web", env, argv);
+        assert_eq!(response, reply(who), "{who} under {launcher:?}");
+    }
+}
+
+fn check_role(role: &str, who: &str) {
+    let (argv, role_env) = role_argv(role);
+    check_receiver(who, &[role_env], &argv);
+}
+
+#[test]
+fn request_is_served_by_a_sd_notify_receiver_with_strict_listen_pid() {
+    check_role("sdnotify", "sd-notify (web)");
+}
+
+#[test]
+fn request_is_served_by_a_listenfd_receiver() {
+    check_role("listenfd", "listenfd");
+}
+
+#[test]
+fn request_is_served_by_porthold_listeners() {
+    check_role("porthold", "porthold");
+}
+
+const PYTHON_RECEIVER: &str = "\
+import socket
+s = socket.socket(fileno=3)
+c, _ = s.accept()
+data = b''
+while b'\\r\\n\\r\\n' not in data:
+    chunk = c.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nhello from python')
+c.close()
+";
+
+#[test]
+fn request_is_served_by_python_socket_fileno_3() {
+    let Some(python) = which("python3") else {
+        eprintln!("skipped: python3 is not installed");
+        return;
+    };
+    let argv: Vec<OsString> = vec![python.into(), "-c".into(), PYTHON_RECEIVER.into()];
+    check_receiver("python", &[], &argv);
+}
+
+const NODE_RECEIVER: &str = "\
+const net = require('net');
+const server = net.createServer((c) => {
+  let data = '';
+  c.on('data', (chunk) => {
+    data += chunk;
+    if (data.includes('\\r\\n\\r\\n')) {
+      c.end('HTTP/1.0 200 OK\\r\\n\\r\\nhello from node');
+      server.close();
+    }
+  });
+});
+server.listen({ fd: 3 });
+";
+
+#[test]
+fn request_is_served_by_node_listen_fd_3() {
+    let Some(node) = which("node") else {
+        eprintln!("skipped: node is not installed");
+        return;
+    };
+    let argv: Vec<OsString> = vec![node.into(), "-e".into(), NODE_RECEIVER.into()];
+    check_receiver("node", &[], &argv);
+}
