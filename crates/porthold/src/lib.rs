@@ -5,6 +5,8 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod duration;
 pub mod error;
+pub mod supervisor;
 
 pub use error::{Error, ErrorKind, Holder, Result};
