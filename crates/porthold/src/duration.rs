@@ -1,91 +1,54 @@
-//! Human durations: `500ms`, `5s`, `2m`, `1h`, `30d`, and sums such as `1m30s`.
-//!
-//! Every duration porthold accepts (`--ready-timeout`, `--drain-timeout`,
-//! `--busy-timeout`, `delay:500ms`, `expire --older-than 30d`) goes through
-//! [`parse`], so the grammar is the same everywhere:
-//!
-//! ```text
-//! duration = component { component }
-//! component = digits unit
-//! unit = "ms" | "s" | "m" | "h" | "d"
-//! ```
-//!
-//! A bare number is rejected on purpose: `--ready-timeout 60` could mean
-//! seconds or milliseconds, and guessing wrong is a silent bug. Fractions
-//! (`1.5s`) are rejected too; write `1500ms`. Overflow is an error, never a
-//! wrap-around.
+//! Human durations: `500ms`, `5s`, `2m`, `1h`, `30d`.
 
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-const HINT: &str = "write a whole number followed by a unit: 500ms, 5s, 2m, 1h, 30d (sums like 1m30s work too)";
-
-/// Parses a human duration such as `500ms`, `5s`, `2m`, `1h`, `30d` or `1m30s`.
+/// Parses a duration with a unit suffix: `ms`, `s`, `m`, `h` or `d`.
 ///
 /// # Errors
-///
-/// [`Error::Invalid`] naming the value when it is empty, has no unit, has an
-/// unknown unit, a fraction, a sign, or overflows.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(porthold::duration::parse("1m30s").unwrap(), Duration::from_secs(90));
-/// assert!(porthold::duration::parse("60").is_err());
-/// ```
+/// [`Error::Invalid`] naming the text when it is not a number followed by a unit.
 pub fn parse(text: &str) -> Result<Duration> {
-    let invalid = |why: &str| Error::invalid(format!("invalid duration `{text}`: {why}"), HINT.to_string());
-    if text.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits_len == 0 {
-            return Err(invalid("expected a number"));
-        }
-        let (digits, after) = rest.split_at(digits_len);
-        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
-        if unit_len == 0 {
-            return Err(if after.is_empty() {
-                invalid("the number has no unit")
-            } else {
-                invalid("fractions and other characters are not accepted")
-            });
-        }
-        let (unit, after_unit) = after.split_at(unit_len);
-        let value: u64 = digits.parse().map_err(|_| invalid("the number is too large"))?;
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            _ => return Err(invalid(&format!("unknown unit `{unit}`"))),
-        };
-        let millis = value.checked_mul(millis_per_unit).ok_or_else(|| invalid("it is too large"))?;
-        total = total
-            .checked_add(Duration::from_millis(millis))
-            .ok_or_else(|| invalid("it is too large"))?;
-        rest = after_unit;
-    }
-    Ok(total)
+    let bad = || {
+        Error::invalid(
+            format!("invalid duration `{text}`"),
+            Some("write a number and a unit: 500ms, 5s, 2m, 1h or 30d".to_string()),
+        )
+    };
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(bad)?;
+    let (number, unit) = trimmed.split_at(split);
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    value
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
 }
 
-/// Formats a duration the way [`parse`] reads it, choosing the largest exact unit
-/// (`1500ms`, `90s`, `2m`, `1h`). Sub-millisecond parts are dropped.
+/// Formats a duration the way [`parse`] reads it, choosing the largest exact unit.
 pub fn format(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    if millis == 0 {
-        return "0ms".to_string();
-    }
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if millis % size == 0 {
-            return format!("{}{unit}", millis / size);
+    let ms = duration.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
         }
     }
-    format!("{millis}ms")
+    format!("{ms}ms")
 }
 
 #[cfg(test)]
@@ -93,41 +56,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_each_unit() {
+    fn units_parse() {
         assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert_eq!(parse("30d").unwrap(), Duration::from_secs(30 * 86400));
         assert_eq!(parse("0s").unwrap(), Duration::ZERO);
     }
 
     #[test]
-    fn sums_components() {
-        assert_eq!(parse("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse("1h1m1s1ms").unwrap(), Duration::from_millis(3_661_001));
-    }
-
-    #[test]
-    fn rejects_bad_values_naming_them() {
-        for bad in ["", "60", "5x", "1.5s", "-5s", "s", "5 s", " 5s", "5s ", "ms5", "5sec", "1m30"] {
+    fn nonsense_is_rejected_naming_the_value() {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-1s",
+            "1.5s",
+            "5x",
+            "99999999999999999999d",
+        ] {
             let err = parse(bad).unwrap_err();
-            let message = err.to_string();
-            assert!(message.contains(&format!("`{bad}`")), "{bad:?}: {message}");
-            assert_eq!(err.kind(), crate::ErrorKind::Usage, "{bad:?}");
-            assert!(err.hint().is_some());
+            assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
         }
     }
 
     #[test]
-    fn rejects_overflow_instead_of_wrapping() {
-        assert!(parse("18446744073709551615d").is_err());
-        assert!(parse("99999999999999999999999s").is_err());
-    }
-
-    #[test]
     fn format_round_trips() {
-        for text in ["1500ms", "90s", "2m", "1h", "30d", "0ms"] {
+        for text in ["500ms", "5s", "2m", "1h", "30d", "1500ms"] {
             assert_eq!(format(parse(text).unwrap()), text);
         }
     }

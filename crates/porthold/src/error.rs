@@ -93,10 +93,14 @@ impl fmt::Display for Holder {
             }
             Holder::Lease { pid } => write!(f, "leased to pid {pid}"),
             Holder::Excluded => f.write_str("excluded"),
-            Holder::Listener { owner: Some((pid, comm)) } => {
+            Holder::Listener {
+                owner: Some((pid, comm)),
+            } => {
                 write!(f, "in use by pid {pid} ({comm})")
             }
-            Holder::Listener { owner: None } => f.write_str("in use by another process (owner unknown)"),
+            Holder::Listener { owner: None } => {
+                f.write_str("in use by another process (owner unknown)")
+            }
             Holder::Unusable => f.write_str("not bindable by this user (permission denied)"),
         }
     }
@@ -116,7 +120,9 @@ pub enum Error {
     },
 
     /// An explicit `--path` is unrelated to the working directory.
-    #[error("path `{path}` is neither an ancestor nor a descendant of the working directory `{cwd}`")]
+    #[error(
+        "path `{path}` is neither an ancestor nor a descendant of the working directory `{cwd}`"
+    )]
     UnrelatedPath {
         /// The explicit path.
         path: PathBuf,
@@ -134,7 +140,10 @@ pub enum Error {
     },
 
     /// The key already holds another port than the one requested.
-    #[error("`{path}`{} already holds port {held}, not {requested}", tag_suffix(tag))]
+    #[error(
+        "`{path}`{} already holds port {held}, not {requested}",
+        tag_suffix(tag)
+    )]
     KeyHoldsOtherPort {
         /// The key's path.
         path: PathBuf,
@@ -196,7 +205,9 @@ pub enum Error {
     },
 
     /// The registry was written by a newer porthold that forbids older writers.
-    #[error("registry `{path}` has schema version {found}; this porthold supports up to {supported}")]
+    #[error(
+        "registry `{path}` has schema version {found}; this porthold supports up to {supported}"
+    )]
     NewerSchema {
         /// The file.
         path: PathBuf,
@@ -233,6 +244,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A key that an operation would create already exists (e.g. the target of `migrate`).
+    #[error("`{path}`{} is already reserved (port {port})", tag_suffix(tag))]
+    KeyExists {
+        /// The existing key's path.
+        path: PathBuf,
+        /// The existing key's tag.
+        tag: String,
+        /// The port it holds.
+        port: u16,
+    },
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -264,11 +286,14 @@ impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid { .. } | Error::UnrelatedPath { .. } | Error::Io { .. } => ErrorKind::Usage,
+            Error::Invalid { .. } | Error::UnrelatedPath { .. } | Error::Io { .. } => {
+                ErrorKind::Usage
+            }
             Error::PortTaken { .. }
             | Error::KeyHoldsOtherPort { .. }
             | Error::StickyLabel { .. }
-            | Error::NameTaken { .. } => ErrorKind::Conflict,
+            | Error::NameTaken { .. }
+            | Error::KeyExists { .. } => ErrorKind::Conflict,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Corrupt { .. } | Error::NewerSchema { .. } => ErrorKind::Corrupt,
@@ -311,16 +336,25 @@ impl Error {
             }
             Error::NotFound(_) | Error::Launch { .. } | Error::RolledBack { .. } => None,
             Error::Io { .. } => None,
+            Error::KeyExists { .. } => {
+                Some("release that key first, or migrate to another path".into())
+            }
         }
     }
 
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(message: impl Into<String>, hint: impl Into<Option<String>>) -> Self {
-        Error::Invalid { message: message.into(), hint: hint.into() }
+        Error::Invalid {
+            message: message.into(),
+            hint: hint.into(),
+        }
     }
 
     /// Shorthand for [`Error::Io`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

@@ -5,8 +5,17 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod config;
 pub mod duration;
 pub mod error;
+pub mod key;
+pub mod net;
+pub mod pool;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub mod supervisor;
+#[doc(hidden)]
+pub mod test_hooks;
+pub mod time;
 
 pub use error::{Error, ErrorKind, Holder, Result};

@@ -1,0 +1,415 @@
+//! Layered configuration (PRODUCT.md §4.4).
+//!
+//! Layers, later wins: built-in defaults → user config
+//! (`~/.config/porthold/config.toml`) → the project's `porthold.toml` →
+//! `porthold.local.toml` beside it (untracked overrides) → `PORTHOLD_*`
+//! environment variables → command-line flags.
+//!
+//! The library never reads the environment or XDG directories itself: the
+//! caller passes the user-config path, the project directory, the environment
+//! (as a list of pairs) and the flag values in [`Sources`]. Everything is
+//! validated when it is loaded, so later code can trust it: an unknown key or
+//! a bad value is an [`Error::Invalid`] (exit 2) naming the file, the line and
+//! the key (`porthold.toml:7: services.web.env: ...`). Environment-variable
+//! names given for services must match `[A-Z_][A-Z0-9_]*`, because they end up
+//! in output that a shell evaluates (`autoreserve --format export`); checking
+//! them here means no unchecked name ever reaches that output.
+//!
+//! Scalar settings (`pool.range`, `registry.busy_timeout`,
+//! `registry.data_dir`, `project.name`) are replaced by a later layer;
+//! `pool.exclude` accumulates across layers (an exclusion made by the user
+//! config stays excluded in every project); services are merged per tag and
+//! field by field (a local file may set only `port` of one service).
+//!
+//! The file format is documented, with an example a test parses, in
+//! `docs/config.md`.
+
+mod layer;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::net::{KernelPorts, PortRange};
+use crate::pool::{Pool, PoolWarning};
+
+pub use layer::{validate_env_name, validate_listen, validate_ready};
+
+/// The project's tracked configuration file name.
+pub const PROJECT_FILE: &str = crate::key::PROJECT_FILE;
+/// The project's untracked override file name.
+pub const LOCAL_FILE: &str = "porthold.local.toml";
+/// The default registry lock wait.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into porthold.
+    Default,
+    /// A configuration file, at this line.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the value.
+        line: usize,
+    },
+    /// An environment variable.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+            Origin::Env(name) => write!(f, "environment {name}"),
+            Origin::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    /// The value.
+    pub value: T,
+    /// Its origin.
+    pub origin: Origin,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, origin: Origin) -> Self {
+        Setting { value, origin }
+    }
+}
+
+/// One service of a project (`[services.<tag>]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// The service's tag (the table name).
+    pub tag: String,
+    /// A preferred fixed port.
+    pub port: Option<u16>,
+    /// An offset from the group's base port (mutually exclusive with `port`).
+    pub offset: Option<u16>,
+    /// The environment variable that receives the port; validated
+    /// `[A-Z_][A-Z0-9_]*`. Defaults to the tag upper-cased with `-`/`.`
+    /// turned into `_`, plus `_PORT` (`web` → `WEB_PORT`).
+    pub env: String,
+    /// Listen specs for `porthold run` (`name=tcp://127.0.0.1:0`), validated syntactically.
+    pub listen: Vec<String>,
+    /// Readiness mode for `porthold run` (`listen`, `notify`, `tcp`, `http:/path`, `cmd:...`, `delay:500ms`).
+    pub ready: Option<String>,
+}
+
+/// The effective configuration after all layers.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[pool] range`; `None` means the built-in default pool.
+    pub pool: Option<Setting<Vec<PortRange>>>,
+    /// `[pool] exclude`, accumulated over all layers.
+    pub exclude: Vec<Setting<PortRange>>,
+    /// `[registry] busy_timeout`.
+    pub busy_timeout: Setting<Duration>,
+    /// `[registry] data_dir`; `None` means the caller's default (XDG data dir).
+    pub data_dir: Option<Setting<PathBuf>>,
+    /// `[project] name`.
+    pub project_name: Option<Setting<String>>,
+    /// `[services.<tag>]`, by tag.
+    pub services: BTreeMap<String, Service>,
+    /// The directory holding the project file, when one was read.
+    pub project_root: Option<PathBuf>,
+    /// The files read, in layer order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pool: None,
+            exclude: Vec::new(),
+            busy_timeout: Setting::new(DEFAULT_BUSY_TIMEOUT, Origin::Default),
+            data_dir: None,
+            project_name: None,
+            services: BTreeMap::new(),
+            project_root: None,
+            files: Vec::new(),
+        }
+    }
+}
+
+/// Values given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--pool A-B[,C-D]`.
+    pub pool: Option<String>,
+    /// `--busy-timeout DURATION`.
+    pub busy_timeout: Option<String>,
+    /// `--data-dir DIR` (relative to the working directory, resolved by the caller).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What to read. The caller decides every location; nothing is read implicitly.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The user config file; a missing file is skipped.
+    pub user_config: Option<PathBuf>,
+    /// The project directory holding `porthold.toml` (and maybe
+    /// `porthold.local.toml`); missing files are skipped.
+    pub project_dir: Option<PathBuf>,
+    /// The process environment; only `PORTHOLD_POOL`, `PORTHOLD_EXCLUDE`,
+    /// `PORTHOLD_BUSY_TIMEOUT` and `PORTHOLD_DATA_DIR` are read from it.
+    pub env: Vec<(String, String)>,
+    /// Flag values.
+    pub flags: Overrides,
+}
+
+impl Config {
+    /// Loads every layer of `sources`, in order.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming file, line and key for an unknown key or a bad
+    /// value (or naming the variable / flag); [`Error::Io`] when a file exists
+    /// but cannot be read.
+    pub fn load(sources: &Sources) -> Result<Config> {
+        let mut config = Config::default();
+        if let Some(user) = &sources.user_config {
+            config.apply_file_if_present(user)?;
+        }
+        if let Some(dir) = &sources.project_dir {
+            if config.apply_file_if_present(&dir.join(PROJECT_FILE))? {
+                config.project_root = Some(dir.clone());
+            }
+            if config.apply_file_if_present(&dir.join(LOCAL_FILE))? {
+                config.project_root = Some(dir.clone());
+            }
+        }
+        config.apply_env(&sources.env)?;
+        config.apply_overrides(&sources.flags)?;
+        Ok(config)
+    }
+
+    /// Checks one file (`porthold validate FILE`): the defaults plus that file.
+    ///
+    /// # Errors
+    /// As [`Config::load`]; a missing file is an [`Error::Io`].
+    pub fn check_file(path: &Path) -> Result<Config> {
+        let mut config = Config::default();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
+        config.apply_text(path, &text)?;
+        Ok(config)
+    }
+
+    /// Applies `path` when it exists; returns whether it did.
+    fn apply_file_if_present(&mut self, path: &Path) -> Result<bool> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                self.apply_text(path, &text)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(format!("reading `{}`", path.display()), e)),
+        }
+    }
+
+    /// Parses `text` (the contents of `path`) and applies it as one layer.
+    pub(crate) fn apply_text(&mut self, path: &Path, text: &str) -> Result<()> {
+        let layer = layer::parse(path, text)?;
+        self.files.push(path.to_path_buf());
+        if let Some(pool) = layer.pool {
+            self.pool = Some(pool);
+        }
+        self.exclude.extend(layer.exclude);
+        if let Some(timeout) = layer.busy_timeout {
+            self.busy_timeout = timeout;
+        }
+        if let Some(dir) = layer.data_dir {
+            self.data_dir = Some(dir);
+        }
+        if let Some(name) = layer.project_name {
+            self.project_name = Some(name);
+        }
+        for (tag, patch) in layer.services {
+            let service = self.services.entry(tag.clone()).or_insert_with(|| Service {
+                tag: tag.clone(),
+                port: None,
+                offset: None,
+                env: String::new(),
+                listen: Vec::new(),
+                ready: None,
+            });
+            // `port` and `offset` exclude each other: a layer that sets one clears the other.
+            if let Some(port) = patch.port {
+                service.port = Some(port);
+                service.offset = None;
+            }
+            if let Some(offset) = patch.offset {
+                service.offset = Some(offset);
+                service.port = None;
+            }
+            if let Some(env) = patch.env {
+                service.env = env;
+            }
+            if let Some(listen) = patch.listen {
+                service.listen = listen;
+            }
+            if let Some(ready) = patch.ready {
+                service.ready = Some(ready);
+            }
+        }
+        for service in self.services.values_mut() {
+            if service.env.is_empty() {
+                service.env = layer::default_env_name(&service.tag).map_err(|e| {
+                    Error::invalid(
+                        format!("{}: services.{}: {e}", path.display(), service.tag),
+                        Some(format!(
+                            "set `env = \"NAME\"` in [services.{}]",
+                            service.tag
+                        )),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<()> {
+        for (name, value) in env {
+            let origin = Origin::Env(name.clone());
+            let context = |e: Error| in_context(&format!("environment variable {name}"), e);
+            match name.as_str() {
+                "PORTHOLD_POOL" => {
+                    self.pool = Some(Setting::new(
+                        crate::pool::parse_pool(value).map_err(context)?,
+                        origin,
+                    ));
+                }
+                "PORTHOLD_EXCLUDE" => {
+                    for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+                        let range: PortRange = part.parse().map_err(context)?;
+                        self.exclude.push(Setting::new(range, origin.clone()));
+                    }
+                }
+                "PORTHOLD_BUSY_TIMEOUT" => {
+                    self.busy_timeout =
+                        Setting::new(crate::duration::parse(value).map_err(context)?, origin);
+                }
+                "PORTHOLD_DATA_DIR" if !value.is_empty() => {
+                    self.data_dir = Some(Setting::new(PathBuf::from(value), origin));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies flag values on top of everything loaded so far.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the flag.
+    pub fn apply_overrides(&mut self, flags: &Overrides) -> Result<()> {
+        if let Some(pool) = &flags.pool {
+            self.pool = Some(Setting::new(
+                crate::pool::parse_pool(pool).map_err(|e| in_context("--pool", e))?,
+                Origin::Flag("--pool".into()),
+            ));
+        }
+        if let Some(timeout) = &flags.busy_timeout {
+            self.busy_timeout = Setting::new(
+                crate::duration::parse(timeout).map_err(|e| in_context("--busy-timeout", e))?,
+                Origin::Flag("--busy-timeout".into()),
+            );
+        }
+        if let Some(dir) = &flags.data_dir {
+            self.data_dir = Some(Setting::new(dir.clone(), Origin::Flag("--data-dir".into())));
+        }
+        Ok(())
+    }
+
+    /// The exclusions as plain ranges.
+    pub fn excluded_ranges(&self) -> Vec<PortRange> {
+        self.exclude.iter().map(|s| s.value).collect()
+    }
+
+    /// The effective pool: the configured or default pool (see
+    /// [`Pool::resolve`]) minus `[pool] exclude`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when nothing is left.
+    pub fn pool(&self, kernel: &KernelPorts) -> Result<(Pool, Vec<PoolWarning>)> {
+        let (pool, warnings) = Pool::resolve(self.pool.as_ref().map(|s| s.value.clone()), kernel)?;
+        if self.exclude.is_empty() {
+            return Ok((pool, warnings));
+        }
+        let mut ranges = pool.ranges().to_vec();
+        for exclusion in &self.exclude {
+            ranges = ranges
+                .iter()
+                .flat_map(|r| r.subtract(&exclusion.value))
+                .collect();
+        }
+        if ranges.is_empty() {
+            return Err(Error::invalid(
+                format!("the pool {pool} is entirely excluded by [pool] exclude"),
+                Some("remove exclusions or widen the pool".into()),
+            ));
+        }
+        Ok((Pool::new(ranges)?, warnings))
+    }
+}
+
+/// Prefixes an [`Error::Invalid`] message with where the value came from.
+fn in_context(context: &str, e: Error) -> Error {
+    match e {
+        Error::Invalid { message, hint } => Error::Invalid {
+            message: format!("{context}: {message}"),
+            hint,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The commented `porthold.toml` that `porthold init --config` writes. It is
+/// valid as written (a test loads it), with every optional key shown.
+pub const TEMPLATE: &str = r#"# porthold project file. Reference: docs/config.md
+# `porthold autoreserve --format export` reserves every service below in one
+# transaction and prints WEB_PORT=... lines for `eval`.
+
+[project]
+# A sticky label stored with every reservation of this project.
+# name = "my-project"
+
+[pool]
+# Where new ports come from (a range, or a list of ranges).
+# range = "10000-29999"
+# Ports never handed out (e.g. a local database). Accumulates across layers.
+# exclude = [5432, "6379-6380"]
+
+[registry]
+# How long to wait for the registry's write lock.
+# busy_timeout = "5s"
+# data_dir = "/path/to/data"   # relative paths are relative to this file
+
+# One table per service; the table name is the tag.
+[services.web]
+# Offsets keep services a fixed distance apart: web at base, api at base+1.
+offset = 0
+env = "WEB_PORT"
+# listen = ["web=tcp://127.0.0.1:0"]   # for `porthold run`
+# ready = "http:/health"               # listen, notify, tcp, http:/path, cmd:..., delay:500ms
+
+# [services.api]
+# offset = 1
+# Or a preferred fixed port (exit 3 if another key holds it):
+# port = 8080
+# env = "API_PORT"
+"#;
