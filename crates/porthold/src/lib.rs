@@ -16,6 +16,7 @@ pub mod net;
 pub mod pool;
 #[cfg(feature = "registry")]
 pub mod registry;
+pub mod supervisor;
 #[doc(hidden)]
 pub mod test_hooks;
 pub mod time;

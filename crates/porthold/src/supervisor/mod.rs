@@ -1,0 +1,15 @@
+//! The supervisor: everything `porthold run` does around the child process.
+//!
+//! It is built from independent parts, each usable and tested on its own:
+//!
+//! * [`lifecycle`]: the state machine of a start (and of a reload's new
+//!   generation), with compare-and-swap transitions and a cancellation token that
+//!   is checked before any work and at every boundary;
+//! * [`ready`]: readiness modes and their probe loops;
+//! * [`tree`]: ownership of the child's whole process tree (subreaper, tree
+//!   walks, kill-and-reap, exit-code mapping);
+//! * [`signals`]: catching the launcher's terminating signals and forwarding them
+//!   to the child exactly once.
+
+pub mod lifecycle;
+pub mod ready;
