@@ -112,6 +112,8 @@ pub enum Command {
     Validate(cmd::validate::ValidateArgs),
 
     // Issue 5: running servers.
+    /// Bind first, hand the bound socket to a server (LISTEN_FDS), wait until it is ready, publish it.
+    Run(cmd::run::RunArgs),
     /// List live instances (name, key, pid, generation, state, listeners, uptime).
     Ps(cmd::instances::PsArgs),
     /// SIGTERM a running instance's launcher and wait for it to end.

@@ -30,8 +30,13 @@ impl StartSteps for RealSteps {
     type Child = Child;
 
     fn bind(&mut self) -> porthold::Result<TcpListener> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| porthold::Error::io("bind", e))?;
-        self.address = Some(listener.local_addr().map_err(|e| porthold::Error::io("local_addr", e))?);
+        let listener =
+            TcpListener::bind("127.0.0.1:0").map_err(|e| porthold::Error::io("bind", e))?;
+        self.address = Some(
+            listener
+                .local_addr()
+                .map_err(|e| porthold::Error::io("local_addr", e))?,
+        );
         self.bound += 1;
         Ok(listener)
     }
@@ -48,8 +53,10 @@ impl StartSteps for RealSteps {
 
     fn wait_ready(&mut self, child: &mut Child, cancel: &CancelToken) -> ReadyOutcome {
         let options = ProbeOptions::new(self.address, Duration::from_secs(60));
-        wait_ready(&ReadyMode::Tcp, &options, cancel, &mut || child.try_wait().ok().flatten())
-            .expect("tcp mode with an address always probes")
+        wait_ready(&ReadyMode::Tcp, &options, cancel, &mut || {
+            child.try_wait().ok().flatten()
+        })
+        .expect("tcp mode with an address always probes")
     }
 
     fn abort(&mut self, mut child: Child) -> Option<ExitStatus> {
@@ -77,11 +84,26 @@ fn a_token_cancelled_before_start_ends_cancelled_and_does_no_work() {
     let mut steps = RealSteps::default();
     let result = machine.start(&token, &mut steps, &mut |_| {});
     assert!(
-        matches!(result, Err(StartError::Cancelled { during: Phase::Idle, child_status: None })),
+        matches!(
+            result,
+            Err(StartError::Cancelled {
+                during: Phase::Idle,
+                child_status: None
+            })
+        ),
         "{result:?}"
     );
-    assert_eq!(machine.state(), State::Cancelled { during: Phase::Idle });
-    assert_eq!((steps.bound, steps.spawned), (0, 0), "a cancelled start must not bind or spawn");
+    assert_eq!(
+        machine.state(),
+        State::Cancelled {
+            during: Phase::Idle
+        }
+    );
+    assert_eq!(
+        (steps.bound, steps.spawned),
+        (0, 0),
+        "a cancelled start must not bind or spawn"
+    );
 }
 
 #[test]
@@ -91,11 +113,17 @@ fn an_uncancelled_start_reaches_running_and_stops() {
         let machine = Lifecycle::new();
         let token = CancelToken::new();
         let mut steps = RealSteps::default();
-        let started = machine.start(&token, &mut steps, &mut |_| {}).expect("start");
+        let started = machine
+            .start(&token, &mut steps, &mut |_| {})
+            .expect("start");
         assert_eq!(machine.state(), State::Running);
         // A cancellation after Running is a stop, not a failed start.
         token.cancel();
-        assert!(machine.advance(Phase::Running, Phase::Stopping, &token).is_ok());
+        assert!(
+            machine
+                .advance(Phase::Running, Phase::Stopping, &token)
+                .is_ok()
+        );
         let _ = steps.abort(started.child);
         machine.transition(Phase::Stopping, State::Stopped).unwrap();
         assert_eq!(machine.state(), State::Stopped);
@@ -131,12 +159,25 @@ fn a_cancel_raced_in_at_every_pause_point_never_ends_running() {
         let during = phase_checked_at(pause_at);
         match &result {
             Err(StartError::Cancelled { during: seen, .. }) => {
-                assert_eq!(*seen, during, "iteration {iteration}: cancelled at the wrong boundary")
+                assert_eq!(
+                    *seen, during,
+                    "iteration {iteration}: cancelled at the wrong boundary"
+                )
             }
-            other => panic!("iteration {iteration}: cancel at {pause_at:?} gave {other:?}, state {}", machine.state()),
+            other => panic!(
+                "iteration {iteration}: cancel at {pause_at:?} gave {other:?}, state {}",
+                machine.state()
+            ),
         }
-        assert_eq!(machine.state(), State::Cancelled { during }, "iteration {iteration}");
-        assert_eq!(steps.spawned, steps.aborted, "iteration {iteration}: a child was left behind");
+        assert_eq!(
+            machine.state(),
+            State::Cancelled { during },
+            "iteration {iteration}"
+        );
+        assert_eq!(
+            steps.spawned, steps.aborted,
+            "iteration {iteration}: a child was left behind"
+        );
         if let Ok(started) = result {
             let _ = steps.abort(started.child);
         }
@@ -190,5 +231,7 @@ fn a_cancel_racing_freely_never_ends_running_once_it_has_returned() {
         }
         assert_eq!(steps.spawned, steps.aborted);
     }
-    eprintln!("free race: {running} starts ended running (cancel came later), {cancelled} cancelled");
+    eprintln!(
+        "free race: {running} starts ended running (cancel came later), {cancelled} cancelled"
+    );
 }

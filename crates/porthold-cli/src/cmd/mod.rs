@@ -20,6 +20,7 @@ pub mod validate;
 
 // Issue 5: running servers.
 pub mod instances;
+pub mod run;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::ReserveGroup(args) => group::run_reserve_group(args, ctx),
         Command::Scan(args) => scan::run_scan(args, ctx),
         Command::Validate(args) => validate::run(args, ctx),
+        Command::Run(args) => run::run(args, ctx),
         Command::Url(args) => instances::run_url(args, ctx),
         Command::Ps(args) => instances::run_ps(args, ctx),
         Command::Wait(args) => instances::run_wait(args, ctx),

@@ -10,6 +10,9 @@
 //! server starts, no other program can take the port in between, and clients
 //! that connect early wait in the kernel's accept queue instead of being refused.
 //!
+//! [`spawn`] is the launcher side of the handover: it starts a program with the
+//! sockets at fds 3.. and the `LISTEN_*` environment, leaking no other fd and
+//! running only async-signal-safe code between fork and exec.
 //! [`receive`] is the server side of that handover ([`receive::listeners`]) and
 //! the `NOTIFY_SOCKET` client ([`receive::notify_ready`]). [`notify`] is the
 //! launcher side of readiness: a datagram socket that learns each sender's pid
@@ -18,3 +21,7 @@
 
 pub mod notify;
 pub mod receive;
+pub mod spawn;
+
+pub use receive::{listeners, notify_ready};
+pub use spawn::{Child, SpawnRequest, substitute_ports};

@@ -6,6 +6,7 @@
 //! fake probe so allocation logic can be checked without real sockets.
 
 pub mod kernel;
+pub mod listen;
 pub mod owner;
 pub mod probe;
 

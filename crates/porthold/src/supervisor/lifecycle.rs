@@ -166,14 +166,20 @@ impl Phase {
 
     /// Whether this phase lies before `Running` (a start still in progress).
     pub fn is_starting(self) -> bool {
-        matches!(self, Phase::Idle | Phase::Binding | Phase::Spawning | Phase::WaitingReady)
+        matches!(
+            self,
+            Phase::Idle | Phase::Binding | Phase::Spawning | Phase::WaitingReady
+        )
     }
 
     /// Whether the state machine allows `self -> to`.
     pub fn allows(self, to: Phase) -> bool {
         use Phase::*;
         match (self, to) {
-            (Idle, Binding) | (Binding, Spawning) | (Spawning, WaitingReady) | (WaitingReady, Running) => true,
+            (Idle, Binding)
+            | (Binding, Spawning)
+            | (Spawning, WaitingReady)
+            | (WaitingReady, Running) => true,
             (from, Failed | Cancelled) => from.is_starting(),
             (Running, Stopping | Stopped) | (Stopping, Stopped) => true,
             _ => false,
@@ -302,7 +308,10 @@ impl Default for Lifecycle {
 impl Lifecycle {
     /// A lifecycle in [`State::Idle`].
     pub fn new() -> Self {
-        Lifecycle { state: Mutex::new(State::Idle), changed: Condvar::new() }
+        Lifecycle {
+            state: Mutex::new(State::Idle),
+            changed: Condvar::new(),
+        }
     }
 
     /// A snapshot of the current state.
@@ -333,10 +342,18 @@ impl Lifecycle {
     ///
     /// [`TransitionError::Cancelled`] after moving to `Cancelled`, or the errors of
     /// [`transition`](Self::transition).
-    pub fn advance(&self, from: Phase, to: Phase, cancel: &CancelToken) -> Result<(), TransitionError> {
+    pub fn advance(
+        &self,
+        from: Phase,
+        to: Phase,
+        cancel: &CancelToken,
+    ) -> Result<(), TransitionError> {
         let mut state = self.lock();
         if state.phase() != from {
-            return Err(TransitionError::Unexpected { expected: from, actual: state.clone() });
+            return Err(TransitionError::Unexpected {
+                expected: from,
+                actual: state.clone(),
+            });
         }
         if cancel.is_cancelled() && from.is_starting() {
             self.swap_locked(&mut state, from, State::Cancelled { during: from })?;
@@ -387,14 +404,16 @@ impl Lifecycle {
     ) -> Result<Started<S>, StartError> {
         // Checked before any work at all: an already-cancelled token never binds.
         observer(Boundary::BeforeBind);
-        self.advance(Phase::Idle, Phase::Binding, cancel).map_err(StartError::from_transition)?;
+        self.advance(Phase::Idle, Phase::Binding, cancel)
+            .map_err(StartError::from_transition)?;
         let sockets = match steps.bind() {
             Ok(sockets) => sockets,
             Err(error) => return Err(self.fail(Phase::Binding, error, None)),
         };
 
         observer(Boundary::BeforeSpawn);
-        self.advance(Phase::Binding, Phase::Spawning, cancel).map_err(StartError::from_transition)?;
+        self.advance(Phase::Binding, Phase::Spawning, cancel)
+            .map_err(StartError::from_transition)?;
         let mut child = match steps.spawn(&sockets) {
             Ok(child) => child,
             Err(error) => return Err(self.fail(Phase::Spawning, error, None)),
@@ -411,53 +430,97 @@ impl Lifecycle {
         match outcome {
             ReadyOutcome::Ready => {}
             ReadyOutcome::Cancelled => {
-                let _ = self.transition(Phase::WaitingReady, State::Cancelled { during: Phase::WaitingReady });
-                let status = steps.abort(child);
-                return Err(StartError::Cancelled { during: Phase::WaitingReady, child_status: status });
-            }
-            ReadyOutcome::ChildExited(status) => {
-                let reason = format!("the server exited before it was ready ({})", describe_status(status));
                 let _ = self.transition(
                     Phase::WaitingReady,
-                    State::Failed { during: Phase::WaitingReady, reason },
+                    State::Cancelled {
+                        during: Phase::WaitingReady,
+                    },
+                );
+                let status = steps.abort(child);
+                return Err(StartError::Cancelled {
+                    during: Phase::WaitingReady,
+                    child_status: status,
+                });
+            }
+            ReadyOutcome::ChildExited(status) => {
+                let reason = format!(
+                    "the server exited before it was ready ({})",
+                    describe_status(status)
+                );
+                let _ = self.transition(
+                    Phase::WaitingReady,
+                    State::Failed {
+                        during: Phase::WaitingReady,
+                        reason,
+                    },
                 );
                 // The main child is gone, but its descendants may not be.
                 let _ = steps.abort(child);
                 return Err(StartError::ChildExited { status });
             }
             ReadyOutcome::TimedOut { waited, last_error } => {
-                let reason = format!("the server was not ready after {}", crate::duration::format(waited));
+                let reason = format!(
+                    "the server was not ready after {}",
+                    crate::duration::format(waited)
+                );
                 let _ = self.transition(
                     Phase::WaitingReady,
-                    State::Failed { during: Phase::WaitingReady, reason },
+                    State::Failed {
+                        during: Phase::WaitingReady,
+                        reason,
+                    },
                 );
                 let status = steps.abort(child);
-                return Err(StartError::ReadyTimedOut { waited, last_error, child_status: status });
+                return Err(StartError::ReadyTimedOut {
+                    waited,
+                    last_error,
+                    child_status: status,
+                });
             }
         }
         // The final check: cancellation that happened before this commit wins, even
         // though the probe succeeded.
-        if let Err(error) = self.transition(Phase::WaitingReady, State::Running).map_err(|e| e) {
+        if let Err(error) = self.transition(Phase::WaitingReady, State::Running) {
             let status = steps.abort(child);
             return Err(StartError::from_transition(error).with_status(status));
         }
         Ok(Started { sockets, child })
     }
 
-    fn fail(&self, during: Phase, error: Error, child_status: Option<std::process::ExitStatus>) -> StartError {
+    fn fail(
+        &self,
+        during: Phase,
+        error: Error,
+        child_status: Option<std::process::ExitStatus>,
+    ) -> StartError {
         let reason = error.to_string();
         match self.transition(during, State::Failed { during, reason }) {
-            Ok(()) => StartError::Step { during, error, child_status },
+            Ok(()) => StartError::Step {
+                during,
+                error,
+                child_status,
+            },
             Err(transition) => StartError::Transition(transition),
         }
     }
 
-    fn swap_locked(&self, state: &mut MutexGuard<'_, State>, from: Phase, to: State) -> Result<(), TransitionError> {
+    fn swap_locked(
+        &self,
+        state: &mut MutexGuard<'_, State>,
+        from: Phase,
+        to: State,
+    ) -> Result<(), TransitionError> {
         if state.phase() != from {
-            return Err(TransitionError::Unexpected { expected: from, actual: (**state).clone() });
+            return Err(TransitionError::Unexpected {
+                expected: from,
+                actual: (**state).clone(),
+            });
         }
         if !from.allows(to.phase()) {
-            return Err(TransitionError::NotAllowed { from, to: to.phase() });
+            return Err(TransitionError::NotAllowed {
+                from,
+                to: to.phase(),
+            });
         }
         **state = to;
         self.changed.notify_all();
@@ -485,8 +548,12 @@ pub enum Boundary {
 
 impl Boundary {
     /// Every boundary, in the order a start meets them.
-    pub const ALL: [Boundary; 4] =
-        [Boundary::BeforeBind, Boundary::BeforeSpawn, Boundary::BeforeReadyWait, Boundary::BeforeRunning];
+    pub const ALL: [Boundary; 4] = [
+        Boundary::BeforeBind,
+        Boundary::BeforeSpawn,
+        Boundary::BeforeReadyWait,
+        Boundary::BeforeRunning,
+    ];
 }
 
 /// The work of a start, supplied by the caller (the real launcher, a reload, or a test).
@@ -533,7 +600,10 @@ where
     S::Child: fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Started").field("sockets", &self.sockets).field("child", &self.child).finish()
+        f.debug_struct("Started")
+            .field("sockets", &self.sockets)
+            .field("child", &self.child)
+            .finish()
     }
 }
 
@@ -583,7 +653,10 @@ pub enum StartError {
 impl StartError {
     fn from_transition(error: TransitionError) -> Self {
         match error {
-            TransitionError::Cancelled { during } => StartError::Cancelled { during, child_status: None },
+            TransitionError::Cancelled { during } => StartError::Cancelled {
+                during,
+                child_status: None,
+            },
             other => StartError::Transition(other),
         }
     }
@@ -602,7 +675,9 @@ impl From<StartError> for Error {
     fn from(error: StartError) -> Self {
         match error {
             StartError::Step { error, .. } => error,
-            other => Error::Launch { message: other.to_string() },
+            other => Error::Launch {
+                message: other.to_string(),
+            },
         }
     }
 }
@@ -635,17 +710,36 @@ mod tests {
         let machine = Lifecycle::new();
         machine.transition(Phase::Idle, State::Binding).unwrap();
         let err = machine.transition(Phase::Idle, State::Binding).unwrap_err();
-        assert_eq!(err, TransitionError::Unexpected { expected: Phase::Idle, actual: State::Binding });
+        assert_eq!(
+            err,
+            TransitionError::Unexpected {
+                expected: Phase::Idle,
+                actual: State::Binding
+            }
+        );
     }
 
     #[test]
     fn edges_outside_the_table_are_refused() {
         let machine = Lifecycle::new();
         let err = machine.transition(Phase::Idle, State::Running).unwrap_err();
-        assert_eq!(err, TransitionError::NotAllowed { from: Phase::Idle, to: Phase::Running });
+        assert_eq!(
+            err,
+            TransitionError::NotAllowed {
+                from: Phase::Idle,
+                to: Phase::Running
+            }
+        );
         assert_eq!(machine.state(), State::Idle);
         // Terminal states have no way out.
-        machine.transition(Phase::Idle, State::Cancelled { during: Phase::Idle }).unwrap();
+        machine
+            .transition(
+                Phase::Idle,
+                State::Cancelled {
+                    during: Phase::Idle,
+                },
+            )
+            .unwrap();
         for to in [State::Idle, State::Binding, State::Running, State::Stopped] {
             assert!(machine.transition(Phase::Cancelled, to).is_err());
         }
@@ -658,11 +752,25 @@ mod tests {
     fn advance_with_a_cancelled_token_ends_cancelled() {
         let machine = Lifecycle::new();
         let token = CancelToken::new();
-        machine.advance(Phase::Idle, Phase::Binding, &token).unwrap();
+        machine
+            .advance(Phase::Idle, Phase::Binding, &token)
+            .unwrap();
         token.cancel();
-        let err = machine.advance(Phase::Binding, Phase::Spawning, &token).unwrap_err();
-        assert_eq!(err, TransitionError::Cancelled { during: Phase::Binding });
-        assert_eq!(machine.state(), State::Cancelled { during: Phase::Binding });
+        let err = machine
+            .advance(Phase::Binding, Phase::Spawning, &token)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TransitionError::Cancelled {
+                during: Phase::Binding
+            }
+        );
+        assert_eq!(
+            machine.state(),
+            State::Cancelled {
+                during: Phase::Binding
+            }
+        );
     }
 
     #[test]
@@ -682,8 +790,18 @@ mod tests {
     fn wait_until_sees_a_later_transition() {
         let machine = Arc::new(Lifecycle::new());
         let other = Arc::clone(&machine);
-        let waiter = std::thread::spawn(move || other.wait_until(Duration::from_secs(60), Phase::is_terminal));
-        machine.transition(Phase::Idle, State::Failed { during: Phase::Idle, reason: "x".into() }).unwrap();
+        let waiter = std::thread::spawn(move || {
+            other.wait_until(Duration::from_secs(60), Phase::is_terminal)
+        });
+        machine
+            .transition(
+                Phase::Idle,
+                State::Failed {
+                    during: Phase::Idle,
+                    reason: "x".into(),
+                },
+            )
+            .unwrap();
         assert_eq!(waiter.join().unwrap().phase(), Phase::Failed);
     }
 }

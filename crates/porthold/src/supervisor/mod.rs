@@ -9,7 +9,11 @@
 //! * [`tree`]: ownership of the child's whole process tree (subreaper, tree
 //!   walks, kill-and-reap, exit-code mapping);
 //! * [`signals`]: catching the launcher's terminating signals and forwarding them
-//!   to the child exactly once.
+//!   to the child exactly once;
+//! * [`instance`]: all of it together, in the order of work of `porthold run`.
 
+pub mod instance;
 pub mod lifecycle;
 pub mod ready;
+pub mod signals;
+pub mod tree;

@@ -80,7 +80,11 @@ impl FromStr for ReadyMode {
         };
         match text {
             "listen" => return Ok(ReadyMode::Listen),
-            "notify" => return Ok(ReadyMode::Notify { access: NotifyAccess::Tree }),
+            "notify" => {
+                return Ok(ReadyMode::Notify {
+                    access: NotifyAccess::Tree,
+                });
+            }
             "tcp" => return Ok(ReadyMode::Tcp),
             _ => {}
         }
@@ -93,12 +97,21 @@ impl FromStr for ReadyMode {
                     return Err(invalid("the path must start with `/`, as in http:/health"));
                 }
                 if rest.starts_with("//") {
-                    return Err(invalid("give a path, not a URL: the probe always asks the server's own listener"));
+                    return Err(invalid(
+                        "give a path, not a URL: the probe always asks the server's own listener",
+                    ));
                 }
-                if rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80) {
-                    return Err(invalid("the path contains spaces, control or non-ASCII characters (percent-encode them)"));
+                if rest
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b >= 0x80)
+                {
+                    return Err(invalid(
+                        "the path contains spaces, control or non-ASCII characters (percent-encode them)",
+                    ));
                 }
-                Ok(ReadyMode::Http { path: rest.to_string() })
+                Ok(ReadyMode::Http {
+                    path: rest.to_string(),
+                })
             }
             "cmd" if rest.trim().is_empty() => Err(invalid("the command is empty")),
             "cmd" => Ok(ReadyMode::Cmd(rest.to_string())),
@@ -153,7 +166,11 @@ pub struct ProbeOptions {
 impl ProbeOptions {
     /// Options probing `address` with `timeout`.
     pub fn new(address: Option<SocketAddr>, timeout: Duration) -> Self {
-        ProbeOptions { address, timeout, cmd_env: Vec::new() }
+        ProbeOptions {
+            address,
+            timeout,
+            cmd_env: Vec::new(),
+        }
     }
 }
 
@@ -194,7 +211,10 @@ pub fn wait_ready(
 ) -> Result<ReadyOutcome> {
     let need_address = || {
         options.address.ok_or_else(|| {
-            Error::invalid(format!("readiness mode {mode:?} needs a TCP listener to probe"), None)
+            Error::invalid(
+                format!("readiness mode {mode:?} needs a TCP listener to probe"),
+                None,
+            )
         })
     };
     Ok(match mode {
@@ -211,11 +231,15 @@ pub fn wait_ready(
         }
         ReadyMode::Tcp => {
             let address = need_address()?;
-            poll_until(options.timeout, cancel, child_exited, |left| tcp_attempt(address, left))
+            poll_until(options.timeout, cancel, child_exited, |left| {
+                tcp_attempt(address, left)
+            })
         }
         ReadyMode::Http { path } => {
             let address = need_address()?;
-            poll_until(options.timeout, cancel, child_exited, |left| http_attempt(address, path, left))
+            poll_until(options.timeout, cancel, child_exited, |left| {
+                http_attempt(address, path, left)
+            })
         }
         ReadyMode::Delay(delay) => wait_delay(*delay, options.timeout, cancel, child_exited),
         ReadyMode::Cmd(command) => wait_cmd(command, options, cancel, child_exited)?,
@@ -256,7 +280,10 @@ pub fn poll_until(
     }
 }
 
-fn early_exit(cancel: &CancelToken, child_exited: &mut dyn FnMut() -> Option<ExitStatus>) -> Option<ReadyOutcome> {
+fn early_exit(
+    cancel: &CancelToken,
+    child_exited: &mut dyn FnMut() -> Option<ExitStatus>,
+) -> Option<ReadyOutcome> {
     if cancel.is_cancelled() {
         return Some(ReadyOutcome::Cancelled);
     }
@@ -279,20 +306,34 @@ fn http_attempt(address: SocketAddr, path: &str, left: Duration) -> Attempt {
 }
 
 /// One `GET`: returns the status code of the response.
-fn http_status(address: SocketAddr, path: &str, limit: Duration) -> std::result::Result<u16, String> {
+fn http_status(
+    address: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> std::result::Result<u16, String> {
     let deadline = Instant::now() + limit;
     let mut stream = TcpStream::connect_timeout(&address, limit).map_err(|e| describe_io(&e))?;
-    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    stream.set_write_timeout(Some(left())).map_err(|e| describe_io(&e))?;
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    stream
+        .set_write_timeout(Some(left()))
+        .map_err(|e| describe_io(&e))?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: porthold-ready\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).map_err(|e| describe_io(&e))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| describe_io(&e))?;
     // Only the status line matters; read until its end (or 1 KiB, whichever first).
     let mut head = Vec::with_capacity(128);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-        stream.set_read_timeout(Some(left())).map_err(|e| describe_io(&e))?;
+        stream
+            .set_read_timeout(Some(left()))
+            .map_err(|e| describe_io(&e))?;
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -311,7 +352,10 @@ fn http_status(address: SocketAddr, path: &str, limit: Duration) -> std::result:
 
 /// `HTTP/1.1 204 No Content` -> 204.
 fn parse_status_line(head: &[u8]) -> Option<u16> {
-    let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(head.len());
+    let line_end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(head.len());
     let line = std::str::from_utf8(&head[..line_end]).ok()?;
     let mut parts = line.splitn(3, ' ');
     if !parts.next()?.starts_with("HTTP/") {
@@ -348,7 +392,10 @@ fn wait_delay(
             return ReadyOutcome::Ready;
         }
         if waited >= timeout {
-            return ReadyOutcome::TimedOut { waited, last_error: None };
+            return ReadyOutcome::TimedOut {
+                waited,
+                last_error: None,
+            };
         }
         let step = DELAY_STEP.min(delay - waited).min(timeout - waited);
         if cancel.wait_timeout(step) {
@@ -380,7 +427,12 @@ fn wait_cmd(
             return Ok(ReadyOutcome::TimedOut { waited, last_error });
         }
         let mut shell = Command::new("/bin/sh");
-        shell.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        shell
+            .arg("-c")
+            .arg(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         shell.process_group(0);
         if let Some(address) = options.address {
             shell.env("PORT", address.port().to_string());
@@ -453,27 +505,52 @@ mod tests {
     #[test]
     fn parses_every_mode() {
         assert_eq!("listen".parse::<ReadyMode>().unwrap(), ReadyMode::Listen);
-        assert_eq!("notify".parse::<ReadyMode>().unwrap(), ReadyMode::Notify { access: NotifyAccess::Tree });
+        assert_eq!(
+            "notify".parse::<ReadyMode>().unwrap(),
+            ReadyMode::Notify {
+                access: NotifyAccess::Tree
+            }
+        );
         assert_eq!("tcp".parse::<ReadyMode>().unwrap(), ReadyMode::Tcp);
         assert_eq!(
             "http:/healthz?full=1".parse::<ReadyMode>().unwrap(),
-            ReadyMode::Http { path: "/healthz?full=1".into() }
+            ReadyMode::Http {
+                path: "/healthz?full=1".into()
+            }
         );
         assert_eq!(
             "cmd:curl -fs localhost:$PORT".parse::<ReadyMode>().unwrap(),
             ReadyMode::Cmd("curl -fs localhost:$PORT".into())
         );
-        assert_eq!("delay:500ms".parse::<ReadyMode>().unwrap(), ReadyMode::Delay(Duration::from_millis(500)));
+        assert_eq!(
+            "delay:500ms".parse::<ReadyMode>().unwrap(),
+            ReadyMode::Delay(Duration::from_millis(500))
+        );
     }
 
     #[test]
     fn rejects_bad_modes_naming_the_value() {
         for bad in [
-            "", "ready", "http", "http:", "http:health", "http://x/y", "http:/a b", "cmd:", "cmd:  ", "delay:",
-            "delay:5", "delay:1.5s", "tcp:80", "Listen",
+            "",
+            "ready",
+            "http",
+            "http:",
+            "http:health",
+            "http://x/y",
+            "http:/a b",
+            "cmd:",
+            "cmd:  ",
+            "delay:",
+            "delay:5",
+            "delay:1.5s",
+            "tcp:80",
+            "Listen",
         ] {
             let err = bad.parse::<ReadyMode>().unwrap_err();
-            assert!(err.to_string().contains(&format!("`{bad}`")), "{bad:?}: {err}");
+            assert!(
+                err.to_string().contains(&format!("`{bad}`")),
+                "{bad:?}: {err}"
+            );
             assert_eq!(err.kind(), crate::ErrorKind::Usage);
         }
     }
@@ -481,7 +558,10 @@ mod tests {
     #[test]
     fn status_lines_parse() {
         assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
-        assert_eq!(parse_status_line(b"HTTP/1.0 302 Found\r\nLocation: /x\r\n"), Some(302));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 302 Found\r\nLocation: /x\r\n"),
+            Some(302)
+        );
         assert_eq!(parse_status_line(b"HTTP/1.1 200\r\n"), Some(200));
         assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status_line(b"HTTP/1.1 20 x\r\n"), None);
@@ -491,8 +571,17 @@ mod tests {
 
     #[test]
     fn probe_address_replaces_unspecified_with_loopback() {
-        assert_eq!(probe_address("0.0.0.0:80".parse().unwrap()), "127.0.0.1:80".parse().unwrap());
-        assert_eq!(probe_address("[::]:80".parse().unwrap()), "[::1]:80".parse().unwrap());
-        assert_eq!(probe_address("10.0.0.1:80".parse().unwrap()), "10.0.0.1:80".parse().unwrap());
+        assert_eq!(
+            probe_address("0.0.0.0:80".parse().unwrap()),
+            "127.0.0.1:80".parse().unwrap()
+        );
+        assert_eq!(
+            probe_address("[::]:80".parse().unwrap()),
+            "[::1]:80".parse().unwrap()
+        );
+        assert_eq!(
+            probe_address("10.0.0.1:80".parse().unwrap()),
+            "10.0.0.1:80".parse().unwrap()
+        );
     }
 }

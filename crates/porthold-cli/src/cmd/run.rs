@@ -1,0 +1,191 @@
+//! `porthold run`: bind first, hand the bound sockets to the server, wait for
+//! readiness, publish it for discovery, and stay with it until it ends.
+//!
+//! This file turns flags (and the project's `[services.<tag>]` table) into a
+//! [`porthold::supervisor::instance::RunOptions`]; the order of work and every
+//! race it avoids live in the library.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use porthold::discovery;
+use porthold::net::listen::ListenSpec;
+use porthold::net::{KernelPorts, SystemProbe};
+use porthold::registry::ReserveRequest;
+use porthold::supervisor::instance::{self, RunOptions};
+use porthold::supervisor::ready::ReadyMode;
+
+use super::{KeyArgs, open_registry};
+use crate::ctx::Ctx;
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    porthold run -- python3 -m myapp            # the server accepts on fd 3 (LISTEN_FDS)\n  \
+    porthold run --ready http:/health -- ./server\n  \
+    porthold run --listen web=tcp://127.0.0.1:0 --listen admin=unix:///tmp/a.sock -- ./server\n  \
+    porthold run --no-fds -- sh -c 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1'")]
+pub struct RunArgs {
+    /// Listen backlog of the sockets porthold binds.
+    #[arg(long, value_name = "N", default_value_t = porthold::net::listen::DEFAULT_BACKLOG)]
+    pub backlog: u32,
+    /// Grace period for the server to drain on stop before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub drain_timeout: String,
+    /// Bind a kernel-chosen port instead of the key's reserved port.
+    #[arg(long, conflicts_with = "port")]
+    pub ephemeral: bool,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// A socket to bind, `NAME=SPEC` (repeatable; fds follow this order): tcp://127.0.0.1:0,
+    /// tcp://[::]:8080 (?v6only=0), udp://127.0.0.1:0, unix:///path/sock (?mode=0660).
+    #[arg(long, value_name = "SPEC")]
+    pub listen: Vec<String>,
+    /// The instance name [default: <basename of path>-<tag or "default">-<8 hex of a hash of path>].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Don't pass sockets: hold the port until just before the spawn, then check the
+    /// child's tree bound it (for servers that can only bind by themselves).
+    #[arg(long)]
+    pub no_fds: bool,
+    /// Who may send READY=1 in --ready notify: tree (the child and its descendants) or main.
+    #[arg(long, value_name = "WHO", default_value = "tree")]
+    pub notify_access: String,
+    /// Bind this port (reserved for the key through the registry).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The environment variable that receives the first socket's port.
+    #[arg(long, value_name = "VAR", default_value = "PORT")]
+    pub port_env: String,
+    /// Readiness: listen, notify, tcp, http:/path, cmd:SHELL, delay:500ms
+    /// [default: the service's `ready`, else listen (tcp with --no-fds)].
+    #[arg(long, value_name = "MODE")]
+    pub ready: Option<String>,
+    /// Give up on readiness after this long (exit 8, the child killed).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub ready_timeout: String,
+    /// The signal that asks the server to stop (TERM, INT, QUIT, HUP, USR1, USR2).
+    #[arg(long, value_name = "SIG", default_value = "TERM")]
+    pub stop_signal: String,
+    /// The server and its arguments; `{port}` and `{port:NAME}` are replaced by bound ports.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// Runs the server; exits with its exit code.
+pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let key = args.key.resolve(ctx, true)?;
+    let config = match &ctx.config.project_root {
+        Some(root) if root == &key.path => ctx.config.clone(),
+        _ if key.path.join("porthold.toml").exists() => ctx.config_for_project(&key.path)?,
+        _ => ctx.config.clone(),
+    };
+    let service = config.services.get(&key.tag);
+    let name = match &args.name {
+        Some(name) => {
+            discovery::validate_name(name)?;
+            name.clone()
+        }
+        None => discovery::default_name(&key.path, &key.tag),
+    };
+    let default_name = if key.tag.is_empty() {
+        "default".to_string()
+    } else {
+        key.tag.clone()
+    };
+
+    let mut specs: Vec<ListenSpec> = Vec::new();
+    let listen: Vec<String> = if args.listen.is_empty() {
+        service.map(|s| s.listen.clone()).unwrap_or_default()
+    } else {
+        args.listen.clone()
+    };
+    for text in &listen {
+        specs.push(ListenSpec::parse(text).with_context(|| format!("in --listen {text}"))?);
+    }
+    let mut reserved_port = None;
+    if specs.is_empty() {
+        let port = if args.ephemeral {
+            if args.no_fds {
+                anyhow::bail!(porthold::Error::invalid(
+                    "--ephemeral with --no-fds is not supported",
+                    Some(
+                        "a server that binds by itself needs a port it can be told in advance; \
+                         drop --ephemeral to use the key's reserved port"
+                            .into()
+                    ),
+                ));
+            }
+            0
+        } else {
+            let port = reserve(ctx, &config, &key, args.port)?;
+            reserved_port = Some(port);
+            port
+        };
+        specs.push(
+            ListenSpec::parse(&format!("{default_name}=tcp://127.0.0.1:{port}"))
+                .context("building the default listener")?,
+        );
+    }
+
+    let ready_text = args
+        .ready
+        .clone()
+        .or_else(|| service.and_then(|s| s.ready.clone()))
+        .unwrap_or_else(|| if args.no_fds { "tcp" } else { "listen" }.to_string());
+    let ready: ReadyMode = ready_text
+        .parse()
+        .with_context(|| format!("in --ready {ready_text}"))?;
+    let mut extra_env: Vec<(OsString, OsString)> = Vec::new();
+    if let (Some(service), Some(port)) = (service, reserved_port)
+        && service.env != args.port_env
+    {
+        extra_env.push((service.env.clone().into(), port.to_string().into()));
+    }
+
+    let options = RunOptions {
+        runtime_dir: ctx.runtime_dir.clone(),
+        name,
+        key: discovery::Key {
+            path: key.path.to_string_lossy().into_owned(),
+            tag: key.tag.clone(),
+        },
+        listen: specs,
+        backlog: args.backlog,
+        no_fds: args.no_fds,
+        ready,
+        notify_access: porthold::activation::notify::NotifyAccess::parse(&args.notify_access)?,
+        ready_timeout: porthold::duration::parse(&args.ready_timeout)
+            .context("in --ready-timeout")?,
+        drain_timeout: porthold::duration::parse(&args.drain_timeout)
+            .context("in --drain-timeout")?,
+        stop_signal: instance::parse_signal(&args.stop_signal)?,
+        port_env: args.port_env.clone(),
+        extra_env,
+        command: args.command,
+        quiet: ctx.quiet,
+    };
+    let code = instance::run(options)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
+}
+
+/// The key's port from the registry (reserving one, or `--port`, if needed).
+fn reserve(
+    ctx: &Ctx,
+    config: &porthold::config::Config,
+    key: &porthold::key::Key,
+    port: Option<u16>,
+) -> anyhow::Result<u16> {
+    let kernel = KernelPorts::read();
+    let pool = ctx.pool(config, None, &kernel)?;
+    let mut request = ReserveRequest::new(key.clone(), pool, kernel);
+    request.port = port;
+    let mut registry = open_registry(ctx)?;
+    let outcome = registry.reserve(&request, Some(&SystemProbe))?;
+    for note in &outcome.notes {
+        ctx.warn(note);
+    }
+    Ok(outcome.reservation.port)
+}
