@@ -19,8 +19,7 @@ fn role_entry() {
 }
 
 /// Every launcher whose child environment must match systemd-socket-activate's.
-// PORTHOLD-LAUNCHER: add `Launcher::PortholdRun` here once the send side has landed.
-const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate];
+const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate, Launcher::PortholdRun];
 
 /// Runs the probe under `launcher` with one TCP socket named `web`.
 fn probe_under(launcher: Launcher) -> BTreeMap<String, String> {

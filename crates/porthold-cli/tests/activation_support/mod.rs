@@ -35,7 +35,9 @@ pub enum Launcher {
     /// waits for the first connection, then execs the child in its own process
     /// (so LISTEN_PID is the launcher's pid, which is the child's).
     SystemdSocketActivate,
-    // PORTHOLD-LAUNCHER: add `PortholdRun` (porthold run --listen NAME=tcp://ADDR -- argv).
+    /// `porthold run --listen NAME=tcp://ADDR --name … -- argv` (binds first,
+    /// starts the child at once; the first connection waits in the backlog).
+    PortholdRun,
 }
 
 impl Launcher {
@@ -47,6 +49,7 @@ impl Launcher {
                     "systemd-socket-activate is not installed (apt install systemd)".to_string()
                 })
             }
+            Launcher::PortholdRun => Ok(()),
         }
     }
 
@@ -80,6 +83,30 @@ impl Launcher {
                 }
                 c
             }
+            Launcher::PortholdRun => {
+                let dirs =
+                    std::env::temp_dir().join(format!("porthold-interop-{}", std::process::id()));
+                let mut c = Command::new(env!("CARGO_BIN_EXE_porthold"));
+                c.env("PORTHOLD_RUNTIME_DIR", dirs.join("run"))
+                    .env("PORTHOLD_DATA_DIR", dirs.join("data"))
+                    .arg("--quiet")
+                    .arg("run")
+                    .arg(format!("--listen={fd_name}=tcp://{addr}"))
+                    .arg(format!("--name=interop-{}", addr.port()));
+                for (k, v) in env {
+                    c.env(k, v);
+                }
+                c.arg("--").args(argv);
+                for var in [
+                    "LISTEN_FDS",
+                    "LISTEN_PID",
+                    "LISTEN_FDNAMES",
+                    "NOTIFY_SOCKET",
+                ] {
+                    c.env_remove(var);
+                }
+                c
+            }
         }
     }
 
@@ -87,6 +114,7 @@ impl Launcher {
     pub fn starts_on_first_connection(self) -> bool {
         match self {
             Launcher::SystemdSocketActivate => true,
+            Launcher::PortholdRun => false,
         }
     }
 }
@@ -148,7 +176,7 @@ pub fn serve_one(
             .expect("spawning the launcher");
         let Some(mut stream) = connect_while_alive(&mut child, addr) else {
             let out = finish(child);
-            if out.contains("Address already in use") {
+            if out.contains("Address already in use") || out.contains("is in use") {
                 continue;
             }
             panic!("launcher exited before accepting a connection on {addr}: {out}");

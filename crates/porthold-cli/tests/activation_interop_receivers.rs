@@ -15,8 +15,7 @@ fn role_entry() {
     run_role_if_requested();
 }
 
-// PORTHOLD-LAUNCHER: add `Launcher::PortholdRun` here once the send side has landed.
-const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate];
+const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate, Launcher::PortholdRun];
 
 /// Serves one request with `argv` (plus `env`) under every available launcher
 /// and checks the reply is exactly `reply(who)`.
