@@ -480,7 +480,7 @@ impl Lifecycle {
         }
         // The final check: cancellation that happened before this commit wins, even
         // though the probe succeeded.
-        if let Err(error) = self.transition(Phase::WaitingReady, State::Running) {
+        if let Err(error) = self.advance(Phase::WaitingReady, Phase::Running, cancel) {
             let status = steps.abort(child);
             return Err(StartError::from_transition(error).with_status(status));
         }
