@@ -10,7 +10,11 @@ cargo build --release -p porthold-cli --locked >/dev/null
 bin=$PWD/target/release/porthold
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export PORTHOLD_DATA_DIR=$work/data PORTHOLD_RUNTIME_DIR=$work/run
+# The runtime dir lives where it does by default on a desktop: tmpfs
+# ($XDG_RUNTIME_DIR); /dev/shm stands in for it when that is unset.
+runtime=${XDG_RUNTIME_DIR:-/dev/shm}/porthold-bench-$$
+trap 'rm -rf "$work" "$runtime"' EXIT
+export PORTHOLD_DATA_DIR=$work/data PORTHOLD_RUNTIME_DIR=$runtime
 mkdir -p "$work/project"
 cd "$work/project"
 hyperfine --shell=none --warmup 20 --runs "$runs" --export-json "$work/run.json" \

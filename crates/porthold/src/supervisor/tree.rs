@@ -138,6 +138,12 @@ pub fn reap_exited() -> Vec<(u32, ExitStatus)> {
 pub fn kill_tree_and_reap(root: u32, grace: Duration) -> Vec<(u32, ExitStatus)> {
     let me = std::process::id();
     let mut reaped = reap_exited();
+    // Every surviving descendant is a child of ours or below one (orphans are
+    // re-parented to us, the subreaper): no children, no tree. This skips the
+    // /proc walk in the common case of a server whose tree ended with it.
+    if !has_children() {
+        return reaped;
+    }
     signal_group(root, Signal::TERM);
     signal_pid(root, Signal::TERM);
     for pid in descendants(me) {
@@ -151,6 +157,22 @@ pub fn kill_tree_and_reap(root: u32, grace: Duration) -> Vec<(u32, ExitStatus)> 
         wait_tree_gone(me, Duration::from_secs(10), &mut reaped);
     }
     reaped
+}
+
+/// Whether this process has any child, running or exited-but-unreaped.
+pub fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only peeks; the siginfo is a valid out-pointer.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 /// Waits until `me` has no descendants at all (live or zombie), reaping as it goes.
