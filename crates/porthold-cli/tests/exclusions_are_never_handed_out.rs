@@ -150,3 +150,31 @@ fn the_exclusion_list_is_a_table() {
     let out = ok(&env, &["exclude"]);
     insta::assert_snapshot!(redact(&out, env.dir.path()));
 }
+
+#[test]
+fn a_port_excluded_by_config_requested_explicitly_is_exit_3_and_or_any_picks_another() {
+    let env = TestEnv::new();
+    write_project(
+        &env,
+        "[pool]\nrange = \"24350-24354\"\nexclude = [24350, \"24352-24353\"]\n",
+    );
+    let stderr = fails(
+        &env,
+        &["reserve", "--port", "24352", "--skip-occupancy-check"],
+        3,
+    );
+    assert!(stderr.contains("port 24352 is excluded"), "{stderr}");
+    // Nothing was written.
+    assert_eq!(env.row_count(), 0);
+    let port = ok(
+        &env,
+        &[
+            "reserve",
+            "--port",
+            "24352",
+            "--or-any",
+            "--skip-occupancy-check",
+        ],
+    );
+    assert!(port == "24351" || port == "24354", "{port}");
+}

@@ -59,6 +59,7 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     request.task = args.task;
     request.force = args.force;
     request.reassign = args.reassign;
+    request.excluded = ctx.config.excluded_ranges();
 
     let mut registry = open_registry(ctx)?;
     let probe = SystemProbe;

@@ -182,6 +182,7 @@ fn reserve(
     let pool = ctx.pool(config, None, &kernel)?;
     let mut request = ReserveRequest::new(key.clone(), pool, kernel);
     request.port = port;
+    request.excluded = config.excluded_ranges();
     let mut registry = open_registry(ctx)?;
     let outcome = registry.reserve(&request, Some(&SystemProbe))?;
     for note in &outcome.notes {

@@ -143,6 +143,9 @@ pub struct ReserveRequest {
     pub pool: Pool,
     /// The kernel's ranges, to warn about ephemeral ports.
     pub kernel: KernelPorts,
+    /// Exclusions from configuration (`[pool] exclude`): a requested `port` in
+    /// one is refused like one excluded with `porthold exclude`.
+    pub excluded: Vec<crate::net::PortRange>,
 }
 
 impl ReserveRequest {
@@ -158,6 +161,7 @@ impl ReserveRequest {
             reassign: false,
             pool,
             kernel,
+            excluded: Vec::new(),
         }
     }
 }
@@ -570,13 +574,16 @@ fn port_unavailable(
     port: u16,
     own_key: (&str, &str),
     probe: Option<&dyn OccupancyProbe>,
+    config_excluded: &[crate::net::PortRange],
 ) -> std::result::Result<Option<Holder>, TxError> {
     if let Some(holder) = find_by_port(conn, port)?
         && (holder.path.to_str() != Some(own_key.0) || holder.tag != own_key.1)
     {
         return Ok(Some(holder.holder()));
     }
-    if alloc::excluded_by(&alloc::exclusions(conn)?, port).is_some() {
+    if alloc::excluded_by(&alloc::exclusions(conn)?, port).is_some()
+        || config_excluded.iter().any(|r| r.contains(port))
+    {
         return Ok(Some(Holder::Excluded));
     }
     Ok(match probe.map(|p| (p.probe(port), p)) {
@@ -638,7 +645,9 @@ fn reserve_in_tx(
                     }
                     .into());
                 }
-                if let Some(holder) = port_unavailable(conn, requested, (key_path, tag), probe)? {
+                if let Some(holder) =
+                    port_unavailable(conn, requested, (key_path, tag), probe, &request.excluded)?
+                {
                     return Err(Error::PortTaken {
                         port: requested,
                         holder,
@@ -685,20 +694,22 @@ fn reserve_in_tx(
     }
 
     let port = match request.port {
-        Some(requested) => match port_unavailable(conn, requested, (key_path, tag), probe)? {
-            None => requested,
-            Some(holder) if request.or_any => {
-                notes.push(ReserveNote::FellBack { requested, holder });
-                allocate_or_exhausted(conn, &request.pool, probe)?
-            }
-            Some(holder) => {
-                return Err(Error::PortTaken {
-                    port: requested,
-                    holder,
+        Some(requested) => {
+            match port_unavailable(conn, requested, (key_path, tag), probe, &request.excluded)? {
+                None => requested,
+                Some(holder) if request.or_any => {
+                    notes.push(ReserveNote::FellBack { requested, holder });
+                    allocate_or_exhausted(conn, &request.pool, probe)?
                 }
-                .into());
+                Some(holder) => {
+                    return Err(Error::PortTaken {
+                        port: requested,
+                        holder,
+                    }
+                    .into());
+                }
             }
-        },
+        }
         None => allocate_or_exhausted(conn, &request.pool, probe)?,
     };
     if request.kernel.is_auto_assignable(port) {
