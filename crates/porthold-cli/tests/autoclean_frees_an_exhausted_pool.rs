@@ -233,3 +233,36 @@ fn autoclean_removes_both_kinds() {
     ok(&env, &["autoclean"]);
     assert_eq!(env.row_count(), 1);
 }
+
+#[test]
+fn reserve_group_autocleans_an_exhausted_pool_unless_disabled() {
+    let env = TestEnv::new();
+    let pool = "24590-24592";
+    reserve_for_deleted_dirs(&env, 3, pool);
+    support::write_project(
+        &env,
+        "[services.web]\noffset = 0\n[services.api]\noffset = 1\n",
+    );
+    // Disabled: exit 4, nothing removed, nothing written.
+    fails(
+        &env,
+        &[
+            "reserve-group",
+            "--pool",
+            pool,
+            "--skip-occupancy-check",
+            "--disable-autoclean",
+        ],
+        4,
+    );
+    assert_eq!(env.row_count(), 3);
+    // Enabled (the default): the three stale rows go, both services get ports.
+    let v = json(
+        &env,
+        &["reserve-group", "--pool", pool, "--skip-occupancy-check"],
+    );
+    assert_eq!(v["services"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["cleaned"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["cleaned"][0]["reason"], "path-missing", "{v}");
+    assert_eq!(env.row_count(), 2);
+}

@@ -21,6 +21,9 @@ pub struct GroupArgs {
     /// Allow a --path that is neither an ancestor nor a descendant of the working directory.
     #[arg(long)]
     pub allow_unrelated_path: bool,
+    /// Don't remove reservations of deleted directories when the pool is exhausted.
+    #[arg(long)]
+    pub disable_autoclean: bool,
     /// The project directory holding porthold.toml [default: nearest ancestor with porthold.toml].
     #[arg(long, value_name = "PATH")]
     pub path: Option<PathBuf>,
@@ -68,6 +71,7 @@ struct Reserved {
     config: Config,
     path: PathBuf,
     outcome: GroupOutcome,
+    cleaned: Vec<porthold::registry::Cleaned>,
 }
 
 fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
@@ -141,7 +145,22 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
         Some(&probe)
     };
     let mut registry = open_registry(ctx)?;
-    let outcome = registry.reserve_group(&request, probe)?;
+    let (outcome, cleaned) = if args.disable_autoclean {
+        (registry.reserve_group(&request, probe)?, Vec::new())
+    } else {
+        let policy =
+            porthold::registry::CleanPolicy::autoclean(porthold::registry::DEFAULT_EXPIRE_AFTER);
+        registry.reserve_group_with_autoclean(&request, probe, &policy)?
+    };
+    if !cleaned.is_empty() && !ctx.json {
+        ctx.note(format!(
+            "the pool was exhausted; autoclean removed {} reservation(s):",
+            cleaned.len()
+        ));
+        for item in &cleaned {
+            ctx.note(format!("  {}", super::clean::describe(item)));
+        }
+    }
     for (_, member) in &outcome.members {
         for note in &member.notes {
             ctx.warn(note);
@@ -151,6 +170,7 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
         config,
         path,
         outcome,
+        cleaned,
     })
 }
 
@@ -198,6 +218,7 @@ fn print_json_result(reserved: &Reserved) {
         "project": reserved.config.project_name.as_ref().map(|s| s.value.clone()),
         "services": services,
         "env": env,
+        "cleaned": reserved.cleaned.iter().map(super::clean::cleaned_json).collect::<Vec<_>>(),
     }));
 }
 

@@ -80,7 +80,7 @@ impl Registry {
         request: &GroupRequest,
         probe: Option<&dyn OccupancyProbe>,
     ) -> Result<GroupOutcome> {
-        let key_path = path_text(&request.path)?;
+        path_text(&request.path)?;
         let mut seen = std::collections::BTreeSet::new();
         for member in &request.members {
             crate::key::validate_tag(&member.tag)?;
@@ -91,13 +91,64 @@ impl Registry {
                 ));
             }
         }
+        self.reserve_group_with(request, probe, None)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`reserve_group`](Self::reserve_group), and when the pool is exhausted,
+    /// autoclean by `policy` and retry, all in the same IMMEDIATE transaction
+    /// (what `reserve` does; see [`Registry::reserve_with_autoclean`]). Returns
+    /// what was cleaned, empty when the first attempt succeeded.
+    ///
+    /// # Errors
+    /// As [`reserve_group`](Self::reserve_group); `PoolExhausted` when cleaning
+    /// freed nothing or not enough.
+    pub fn reserve_group_with_autoclean(
+        &mut self,
+        request: &GroupRequest,
+        probe: Option<&dyn OccupancyProbe>,
+        policy: &crate::registry::CleanPolicy,
+    ) -> Result<(GroupOutcome, Vec<crate::registry::Cleaned>)> {
+        self.reserve_group_with(request, probe, Some(policy))
+    }
+
+    fn reserve_group_with(
+        &mut self,
+        request: &GroupRequest,
+        probe: Option<&dyn OccupancyProbe>,
+        policy: Option<&crate::registry::CleanPolicy>,
+    ) -> Result<(GroupOutcome, Vec<crate::registry::Cleaned>)> {
+        let key_path = path_text(&request.path)?;
         let db_path = self.path.clone();
         let tx = self.begin()?;
-        let outcome =
-            group_in_tx(&tx, request, &key_path, probe).map_err(|e| e.into_error(&db_path))?;
+        let run = || -> std::result::Result<_, TxError> {
+            tx.execute_batch("SAVEPOINT first_attempt")?;
+            match (group_in_tx(&tx, request, &key_path, probe), policy) {
+                (Ok(outcome), _) => {
+                    tx.execute_batch("RELEASE first_attempt")?;
+                    Ok((outcome, Vec::new()))
+                }
+                (Err(TxError::Refused(exhausted @ Error::PoolExhausted { .. })), Some(policy)) => {
+                    // Undo the members written before the pool ran dry, clean, retry once.
+                    tx.execute_batch("ROLLBACK TO first_attempt; RELEASE first_attempt")?;
+                    let cleaned = crate::registry::clean::clean_in_tx(
+                        &tx,
+                        policy,
+                        crate::time::now_ms(),
+                        false,
+                    )?;
+                    if cleaned.is_empty() {
+                        return Err(TxError::Refused(exhausted));
+                    }
+                    Ok((group_in_tx(&tx, request, &key_path, probe)?, cleaned))
+                }
+                (Err(other), _) => Err(other),
+            }
+        };
+        let result = run().map_err(|e| e.into_error(&db_path))?;
         crate::test_hooks::pause("reserve-group.before-commit");
         tx.commit().map_err(|e| db_error(&db_path, e))?;
-        Ok(outcome)
+        Ok(result)
     }
 }
 
