@@ -7,6 +7,7 @@ mod ctx;
 mod exit;
 mod output;
 mod shell;
+mod stdout;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

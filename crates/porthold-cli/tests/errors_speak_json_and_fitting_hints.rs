@@ -20,7 +20,10 @@ fn argument_errors_are_the_json_error_object_under_json() {
         assert_eq!(value["error"]["kind"], "usage", "{args:?}: {value}");
         let message = value["error"]["message"].as_str().unwrap();
         assert!(!message.is_empty(), "{args:?}: {value}");
-        assert!(!message.contains('\x1b'), "{args:?}: colour in JSON: {value}");
+        assert!(
+            !message.contains('\x1b'),
+            "{args:?}: colour in JSON: {value}"
+        );
     }
     // --json after the subcommand counts too; after `--` it is the server's word.
     let output = env
@@ -53,11 +56,7 @@ fn help_and_version_still_succeed_with_json() {
 /// other command and are skipped).
 fn assert_hint_flags_exist(env: &TestEnv, command: &str, hint: &str) {
     let help = ok(env, &[command, "--help"]);
-    let unquoted: String = hint
-        .split('`')
-        .step_by(2)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let unquoted: String = hint.split('`').step_by(2).collect::<Vec<_>>().join(" ");
     for word in unquoted.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';')) {
         if let Some(flag) = word.strip_prefix("--") {
             let flag = flag.trim_end_matches(['.', ':']);
@@ -72,7 +71,17 @@ fn assert_hint_flags_exist(env: &TestEnv, command: &str, hint: &str) {
 #[test]
 fn a_port_taken_hint_names_only_flags_of_the_failing_command() {
     let env = TestEnv::new();
-    ok(&env, &["reserve", "--tag", "a", "--port", "24810", "--skip-occupancy-check"]);
+    ok(
+        &env,
+        &[
+            "reserve",
+            "--tag",
+            "a",
+            "--port",
+            "24810",
+            "--skip-occupancy-check",
+        ],
+    );
     let reserve = json_error(&env, &["reserve", "--tag", "b", "--port", "24810"], 3);
     let hint = reserve["error"]["hint"].as_str().unwrap();
     assert!(hint.contains("--or-any"), "{hint}");
@@ -84,14 +93,20 @@ fn a_port_taken_hint_names_only_flags_of_the_failing_command() {
         3,
     );
     let hint = run["error"]["hint"].as_str().unwrap();
-    assert!(!hint.contains("--or-any") && !hint.contains("--force"), "{hint}");
+    assert!(
+        !hint.contains("--or-any") && !hint.contains("--force"),
+        "{hint}"
+    );
     assert_hint_flags_exist(&env, "run", hint);
 }
 
 #[test]
 fn a_key_that_holds_another_port_gets_a_hint_that_works_for_run() {
     let env = TestEnv::new();
-    ok(&env, &["reserve", "--port", "24820", "--skip-occupancy-check"]);
+    ok(
+        &env,
+        &["reserve", "--port", "24820", "--skip-occupancy-check"],
+    );
     let run = json_error(&env, &["run", "--port", "24821", "--", "true"], 3);
     let hint = run["error"]["hint"].as_str().unwrap();
     assert!(!hint.contains("use --force"), "{hint}");
@@ -104,7 +119,20 @@ fn a_key_that_holds_another_port_gets_a_hint_that_works_for_run() {
 #[test]
 fn human_errors_show_the_hint_line() {
     let env = TestEnv::new();
-    ok(&env, &["reserve", "--tag", "a", "--port", "24830", "--skip-occupancy-check"]);
+    ok(
+        &env,
+        &[
+            "reserve",
+            "--tag",
+            "a",
+            "--port",
+            "24830",
+            "--skip-occupancy-check",
+        ],
+    );
     let stderr = fails(&env, &["reserve", "--tag", "b", "--port", "24830"], 3);
-    assert!(stderr.contains("error:") && stderr.contains("hint:"), "{stderr}");
+    assert!(
+        stderr.contains("error:") && stderr.contains("hint:"),
+        "{stderr}"
+    );
 }
