@@ -73,16 +73,10 @@ impl Ctx {
         };
         let runtime_dir = match &args.runtime_dir {
             Some(dir) => dir.clone(),
-            // The XDG spec: a relative XDG_RUNTIME_DIR is invalid and ignored.
-            None => match std::env::var_os("XDG_RUNTIME_DIR")
-                .filter(|v| Path::new(v).is_absolute())
-            {
-                Some(dir) => PathBuf::from(dir).join("porthold"),
-                None => PathBuf::from(format!(
-                    "/tmp/porthold-{}",
-                    rustix::process::geteuid().as_raw()
-                )),
-            },
+            None => default_runtime_dir(
+                std::env::var_os("XDG_RUNTIME_DIR"),
+                rustix::process::geteuid().as_raw(),
+            ),
         };
         let ctx = Ctx {
             data_dir: absolute(&cwd, data_dir),
@@ -171,6 +165,15 @@ impl Ctx {
     }
 }
 
+/// `$XDG_RUNTIME_DIR/porthold`, else `/tmp/porthold-$UID`. The XDG spec
+/// makes a relative `XDG_RUNTIME_DIR` invalid: it is ignored, as is an empty one.
+fn default_runtime_dir(xdg_runtime_dir: Option<std::ffi::OsString>, uid: u32) -> PathBuf {
+    match xdg_runtime_dir.filter(|v| Path::new(v).is_absolute()) {
+        Some(dir) => PathBuf::from(dir).join("porthold"),
+        None => PathBuf::from(format!("/tmp/porthold-{uid}")),
+    }
+}
+
 fn absolute(cwd: &std::path::Path, path: PathBuf) -> PathBuf {
     porthold::key::normalize_lexically(&cwd.join(path))
 }
@@ -186,4 +189,25 @@ fn porthold_env() -> Vec<(String, String)> {
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k.starts_with("PORTHOLD_"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_or_empty_xdg_runtime_dir_is_ignored() {
+        assert_eq!(
+            default_runtime_dir(Some("/run/user/7".into()), 7),
+            PathBuf::from("/run/user/7/porthold")
+        );
+        for ignored in ["run/user/7", "", "./x"] {
+            assert_eq!(
+                default_runtime_dir(Some(ignored.into()), 7),
+                PathBuf::from("/tmp/porthold-7"),
+                "{ignored:?}"
+            );
+        }
+        assert_eq!(default_runtime_dir(None, 7), PathBuf::from("/tmp/porthold-7"));
+    }
 }
