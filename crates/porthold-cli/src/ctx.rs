@@ -208,6 +208,9 @@ mod tests {
                 "{ignored:?}"
             );
         }
-        assert_eq!(default_runtime_dir(None, 7), PathBuf::from("/tmp/porthold-7"));
+        assert_eq!(
+            default_runtime_dir(None, 7),
+            PathBuf::from("/tmp/porthold-7")
+        );
     }
 }

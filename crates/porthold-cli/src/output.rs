@@ -128,6 +128,9 @@ mod tests {
         );
         assert_eq!(out.lines().count(), 2, "{out}");
         assert!(!out.contains('\x1b'), "{out:?}");
-        assert!(out.contains("/tmp/x\\n10001  /home/victim\\x1b[2J"), "{out}");
+        assert!(
+            out.contains("/tmp/x\\n10001  /home/victim\\x1b[2J"),
+            "{out}"
+        );
     }
 }

@@ -204,8 +204,16 @@ fn init_config_writes_a_valid_commented_project_file_once() {
 fn a_project_file_cannot_move_or_slow_the_registry() {
     let env = TestEnv::new();
     for (name, text, key) in [
-        ("porthold.toml", "[registry]\ndata_dir = \"../elsewhere\"\n", "registry.data_dir"),
-        ("porthold.local.toml", "[registry]\nbusy_timeout = \"1m\"\n", "registry.busy_timeout"),
+        (
+            "porthold.toml",
+            "[registry]\ndata_dir = \"../elsewhere\"\n",
+            "registry.data_dir",
+        ),
+        (
+            "porthold.local.toml",
+            "[registry]\nbusy_timeout = \"1m\"\n",
+            "registry.busy_timeout",
+        ),
     ] {
         // porthold.local.toml is read beside a porthold.toml.
         write_project(&env, "");
@@ -216,17 +224,16 @@ fn a_project_file_cannot_move_or_slow_the_registry() {
             stderr.contains(&format!("{}:2: {key}:", file.display())),
             "{stderr}"
         );
-        assert!(stderr.contains("config.toml"), "the hint names the user config: {stderr}");
+        assert!(
+            stderr.contains("config.toml"),
+            "the hint names the user config: {stderr}"
+        );
         assert!(!env.dir.path().join("elsewhere").exists());
         let stderr = fails(&env, &["validate", name], 2);
         assert!(stderr.contains(key), "{stderr}");
         std::fs::remove_file(&file).unwrap();
     }
     // The same settings in the user config are fine.
-    std::fs::write(
-        user_config(&env),
-        "[registry]\nbusy_timeout = \"1m\"\n",
-    )
-    .unwrap();
+    std::fs::write(user_config(&env), "[registry]\nbusy_timeout = \"1m\"\n").unwrap();
     ok(&env, &["validate"]);
 }

@@ -65,7 +65,11 @@ fn a_deleted_directory_under_a_symlink_still_matches_its_key() {
     std::fs::create_dir_all(real.join("gone")).unwrap();
     let link = env.dir.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    ok_in(&env, &real.join("gone"), &["reserve", "--skip-occupancy-check"]);
+    ok_in(
+        &env,
+        &real.join("gone"),
+        &["reserve", "--skip-occupancy-check"],
+    );
     std::fs::remove_dir(real.join("gone")).unwrap();
     let gone = link.join("gone");
     let out = run_in(
@@ -96,7 +100,11 @@ fn without_a_project_file_the_git_work_tree_root_is_the_project() {
         repo.to_str().unwrap()
     );
     let from_root = ok_in(&env, &repo, &["reserve", "--skip-occupancy-check"]);
-    let from_src = ok_in(&env, &repo.join("src"), &["reserve", "--skip-occupancy-check"]);
+    let from_src = ok_in(
+        &env,
+        &repo.join("src"),
+        &["reserve", "--skip-occupancy-check"],
+    );
     assert_eq!(from_root, from_src);
     // A linked worktree has a `.git` file and is its own project.
     let worktree = repo.join("wt");
@@ -124,7 +132,14 @@ fn migrate_refuses_the_same_path_and_works_from_the_new_directory_after_mv() {
 
     let stderr = fails(
         &env,
-        &["migrate", "--from", old.to_str().unwrap(), "--to", old.to_str().unwrap(), "--allow-unrelated-path"],
+        &[
+            "migrate",
+            "--from",
+            old.to_str().unwrap(),
+            "--to",
+            old.to_str().unwrap(),
+            "--allow-unrelated-path",
+        ],
         2,
     );
     assert!(stderr.contains("same path"), "{stderr}");
@@ -133,14 +148,27 @@ fn migrate_refuses_the_same_path_and_works_from_the_new_directory_after_mv() {
     std::fs::create_dir_all(new.parent().unwrap()).unwrap();
     std::fs::rename(&old, &new).unwrap();
     // From the new directory, the old (now unrelated) path needs no override.
-    let out = run_in(&env, &new, &["migrate", "--from", old.to_str().unwrap(), "--to", "."]);
+    let out = run_in(
+        &env,
+        &new,
+        &["migrate", "--from", old.to_str().unwrap(), "--to", "."],
+    );
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert_eq!(ok_in(&env, &new, &["reserve", "--skip-occupancy-check"]), port);
+    assert_eq!(
+        ok_in(&env, &new, &["reserve", "--skip-occupancy-check"]),
+        port
+    );
     // Elsewhere, an unrelated --from still needs it.
     let out = run_in(
         &env,
         &base,
-        &["migrate", "--from", "/somewhere/else", "--to", new.to_str().unwrap()],
+        &[
+            "migrate",
+            "--from",
+            "/somewhere/else",
+            "--to",
+            new.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
 }
@@ -149,14 +177,13 @@ fn migrate_refuses_the_same_path_and_works_from_the_new_directory_after_mv() {
 fn migrate_to_a_path_that_does_not_exist_warns() {
     let env = TestEnv::new();
     let base = env.dir.path().canonicalize().unwrap();
-    let out = run_in(
-        &env,
-        &base,
-        &["migrate", "--from", "a", "--to", "b"],
-    );
+    let out = run_in(&env, &base, &["migrate", "--from", "a", "--to", "b"]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let stderr = stderr_of(&out);
-    assert!(stderr.contains("warning:") && stderr.contains("does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("warning:") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -164,12 +191,24 @@ fn release_recursive_of_the_root_or_home_needs_force() {
     let env = TestEnv::new();
     ok(
         &env,
-        &["reserve", "--skip-occupancy-check", "--path", "/srv/x", "--allow-unrelated-path"],
+        &[
+            "reserve",
+            "--skip-occupancy-check",
+            "--path",
+            "/srv/x",
+            "--allow-unrelated-path",
+        ],
     );
     for path in ["/", env.dir.path().to_str().unwrap()] {
         let stderr = fails(
             &env,
-            &["release", "--recursive", "--path", path, "--allow-unrelated-path"],
+            &[
+                "release",
+                "--recursive",
+                "--path",
+                path,
+                "--allow-unrelated-path",
+            ],
             2,
         );
         assert!(stderr.contains("--force"), "{stderr}");
@@ -177,7 +216,14 @@ fn release_recursive_of_the_root_or_home_needs_force() {
     assert_eq!(env.row_count(), 1);
     ok(
         &env,
-        &["release", "--recursive", "--force", "--path", "/", "--allow-unrelated-path"],
+        &[
+            "release",
+            "--recursive",
+            "--force",
+            "--path",
+            "/",
+            "--allow-unrelated-path",
+        ],
     );
     assert_eq!(env.row_count(), 0);
 }

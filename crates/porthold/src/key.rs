@@ -362,7 +362,10 @@ mod tests {
         // A porthold.toml wins over the git root, even above it.
         std::fs::write(root.join(PROJECT_FILE), "").unwrap();
         let found = discover_project_root(&root.join("repo/src")).unwrap();
-        assert_eq!((found.dir, found.source), (root.clone(), RootSource::ProjectFile));
+        assert_eq!(
+            (found.dir, found.source),
+            (root.clone(), RootSource::ProjectFile)
+        );
     }
 
     #[test]
@@ -371,7 +374,10 @@ mod tests {
         let root = dir.path().canonicalize().unwrap();
         std::fs::create_dir_all(root.join("real/shop/a")).unwrap();
         std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
-        assert_eq!(resolve_path(&root.join("link/shop")), root.join("real/shop"));
+        assert_eq!(
+            resolve_path(&root.join("link/shop")),
+            root.join("real/shop")
+        );
         // Missing tail: the existing prefix is canonicalised, the rest appended.
         assert_eq!(
             resolve_path(&root.join("link/gone/./x/../y")),

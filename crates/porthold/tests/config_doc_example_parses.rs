@@ -23,10 +23,16 @@ fn the_documented_example_loads_with_the_documented_meaning() {
     let config = Config::check_file(&path).unwrap();
     assert_eq!(config.project_name.as_ref().unwrap().value, "shop");
     // Registry settings are not allowed in a project file.
-    assert_eq!(config.busy_timeout.value, porthold::config::DEFAULT_BUSY_TIMEOUT);
+    assert_eq!(
+        config.busy_timeout.value,
+        porthold::config::DEFAULT_BUSY_TIMEOUT
+    );
     assert_eq!(config.data_dir, None);
     let web = &config.services["web"].listen_specs().unwrap();
-    assert!(web[0].needs_reserved_port(), "the example must use the reserved port");
+    assert!(
+        web[0].needs_reserved_port(),
+        "the example must use the reserved port"
+    );
     assert!(config.service_warnings().is_empty());
     let envs: Vec<_> = config.services.values().map(|s| s.env.as_str()).collect();
     assert_eq!(envs, ["API_PORT", "DATABASE_PORT", "WEB_PORT"]);

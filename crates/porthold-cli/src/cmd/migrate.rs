@@ -62,10 +62,7 @@ pub fn run(args: MigrateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let (from, to) = resolve_pair(&args, ctx)?;
     if from == to {
         return Err(porthold::Error::invalid(
-            format!(
-                "--from and --to are the same path `{}`",
-                shown(&from)
-            ),
+            format!("--from and --to are the same path `{}`", shown(&from)),
             Some("pass the project's old path as --from and its new path as --to".into()),
         )
         .into());

@@ -311,10 +311,7 @@ pub(super) fn parse(path: &Path, text: &str, kind: LayerKind) -> Result<Layer> {
             ));
         }
         if let Some(port) = &raw.port {
-            patch.port = Some((
-                cx.port(port, &key("port"), false)?,
-                cx.origin(&port.span()),
-            ));
+            patch.port = Some((cx.port(port, &key("port"), false)?, cx.origin(&port.span())));
         }
         if let Some(offset) = &raw.offset {
             patch.offset = Some((
@@ -359,9 +356,8 @@ pub(super) fn parse(path: &Path, text: &str, kind: LayerKind) -> Result<Layer> {
                 .iter()
                 .map(|spec| ListenSpec::parse(spec))
                 .collect::<Result<_>>()?;
-            validate_listen_specs(&parsed).map_err(|e| {
-                cx.error(&listen.span(), &key("listen"), e.to_string(), e.hint())
-            })?;
+            validate_listen_specs(&parsed)
+                .map_err(|e| cx.error(&listen.span(), &key("listen"), e.to_string(), e.hint()))?;
             patch.listen = Some((specs, cx.origin(&listen.span())));
         }
         if let Some(ready) = &raw.ready {
@@ -436,10 +432,7 @@ pub fn validate_env_syntax(name: &str) -> Result<&str> {
         Ok(name)
     } else {
         Err(Error::invalid(
-            format!(
-                "invalid environment variable name `{}`",
-                quote_prefix(name)
-            ),
+            format!("invalid environment variable name `{}`", quote_prefix(name)),
             Some(
                 "use upper-case letters, digits and `_`, not starting with a digit (e.g. WEB_PORT)"
                     .into(),

@@ -232,10 +232,7 @@ impl Config {
                     }
                     crate::key::FileTrust::Trusted => {
                         let text = std::fs::read_to_string(&file).map_err(|e| {
-                            Error::io(
-                                format!("reading `{}`", crate::text::escape_path(&file)),
-                                e,
-                            )
+                            Error::io(format!("reading `{}`", crate::text::escape_path(&file)), e)
                         })?;
                         config.apply_text(&file, &text, LayerKind::Project)?;
                         config.project_root = Some(dir.clone());
@@ -257,9 +254,8 @@ impl Config {
     /// As [`Config::load`]; a missing file is an [`Error::Io`].
     pub fn check_file(path: &Path) -> Result<Config> {
         let mut config = Config::default();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::io(format!("reading `{}`", crate::text::escape_path(path)), e)
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading `{}`", crate::text::escape_path(path)), e))?;
         let kind = match path.file_name().and_then(|n| n.to_str()) {
             Some(PROJECT_FILE | LOCAL_FILE) => LayerKind::Project,
             _ => LayerKind::User,
@@ -532,7 +528,10 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
             return Err(Error::io(
-                format!("inspecting the data dir `{}`", crate::text::escape_path(dir)),
+                format!(
+                    "inspecting the data dir `{}`",
+                    crate::text::escape_path(dir)
+                ),
                 e,
             ));
         }
@@ -559,9 +558,7 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
     let mode = meta.mode() & 0o777;
     if mode & 0o022 != 0 {
         return Err(Error::invalid(
-            format!(
-                "the data dir `{shown}` is writable by group or others (mode {mode:04o})"
-            ),
+            format!("the data dir `{shown}` is writable by group or others (mode {mode:04o})"),
             Some(format!("run `chmod go-w '{shown}'`")),
         ));
     }

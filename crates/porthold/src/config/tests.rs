@@ -29,7 +29,10 @@ fn each_layer_overrides_the_one_before() {
             Origin::File { .. } => assert_eq!(pool_setting.origin, origin),
             _ => assert_eq!(config.busy_timeout.origin, origin),
         }
-        assert_eq!(Pool::new(pool_setting.value.clone()).unwrap().to_string(), pool);
+        assert_eq!(
+            Pool::new(pool_setting.value.clone()).unwrap().to_string(),
+            pool
+        );
     };
     check(
         &sources,
@@ -261,7 +264,11 @@ fn names_the_shell_or_loader_interprets_are_refused() {
         assert!(validate_env_name(fine).is_ok(), "{fine}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "c.toml", "[services.web]\nport = 20001\nenv = \"BASH_ENV\"\n");
+    let path = write(
+        dir.path(),
+        "c.toml",
+        "[services.web]\nport = 20001\nenv = \"BASH_ENV\"\n",
+    );
     let message = Config::check_file(&path).unwrap_err().to_string();
     assert!(
         message.starts_with(&format!("{}:3: services.web.env:", path.display())),
@@ -286,7 +293,10 @@ fn two_services_mapping_to_one_variable_are_refused() {
         assert_eq!(err.kind(), ErrorKind::Usage, "{text}");
         let message = err.to_string();
         assert!(message.contains("environment variable"), "{message}");
-        assert!(message.starts_with(&path.display().to_string()), "{message}");
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
     }
 }
 
@@ -294,8 +304,16 @@ fn two_services_mapping_to_one_variable_are_refused() {
 fn services_of_one_group_may_not_share_a_port_or_an_offset() {
     let dir = tempfile::tempdir().unwrap();
     for (text, what, line) in [
-        ("[services.a]\nport = 20001\n[services.b]\nport = 20001\n", "the same port 20001", 4),
-        ("[services.a]\noffset = 1\n\n[services.b]\noffset = 1\n", "the same offset 1", 5),
+        (
+            "[services.a]\nport = 20001\n[services.b]\nport = 20001\n",
+            "the same port 20001",
+            4,
+        ),
+        (
+            "[services.a]\noffset = 1\n\n[services.b]\noffset = 1\n",
+            "the same offset 1",
+            5,
+        ),
     ] {
         let path = write(dir.path(), "c.toml", text);
         let message = Config::check_file(&path).unwrap_err().to_string();
@@ -307,7 +325,11 @@ fn services_of_one_group_may_not_share_a_port_or_an_offset() {
         assert!(message.contains("services.a"), "{message}");
     }
     // A local file that moves one of them resolves the clash.
-    write(dir.path(), PROJECT_FILE, "[services.a]\noffset = 1\n[services.b]\noffset = 1\n");
+    write(
+        dir.path(),
+        PROJECT_FILE,
+        "[services.a]\noffset = 1\n[services.b]\noffset = 1\n",
+    );
     let sources = Sources {
         project_dir: Some(dir.path().to_path_buf()),
         ..Sources::default()
@@ -321,8 +343,14 @@ fn services_of_one_group_may_not_share_a_port_or_an_offset() {
 fn registry_settings_in_a_project_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     for (text, key) in [
-        ("[registry]\ndata_dir = \"/tmp/elsewhere\"\n", "registry.data_dir"),
-        ("\n[registry]\nbusy_timeout = \"1s\"\n", "registry.busy_timeout"),
+        (
+            "[registry]\ndata_dir = \"/tmp/elsewhere\"\n",
+            "registry.data_dir",
+        ),
+        (
+            "\n[registry]\nbusy_timeout = \"1s\"\n",
+            "registry.busy_timeout",
+        ),
     ] {
         for name in [PROJECT_FILE, LOCAL_FILE] {
             let file = write(dir.path(), name, text);
@@ -333,18 +361,23 @@ fn registry_settings_in_a_project_file_are_refused() {
             .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Usage);
             let message = err.to_string();
-            assert!(message.contains(&format!("{}:", file.display())), "{message}");
+            assert!(
+                message.contains(&format!("{}:", file.display())),
+                "{message}"
+            );
             assert!(message.contains(key), "{message}");
             assert!(Config::check_file(&file).is_err());
             std::fs::remove_file(&file).unwrap();
         }
         // The same text in a user config is fine.
         let user = write(dir.path(), "config.toml", text);
-        assert!(Config::load(&Sources {
-            user_config: Some(user),
-            ..Sources::default()
-        })
-        .is_ok());
+        assert!(
+            Config::load(&Sources {
+                user_config: Some(user),
+                ..Sources::default()
+            })
+            .is_ok()
+        );
     }
 }
 
@@ -359,7 +392,11 @@ fn an_unreadable_user_config_is_a_warning() {
     })
     .unwrap();
     assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
-    assert!(config.warnings[0].contains("user config"), "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("user config"),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]
@@ -373,7 +410,11 @@ fn a_project_file_owned_by_another_user_is_ignored_with_a_warning() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), PROJECT_FILE, "[pool]\nrange = \"20000-20009\"\n");
+    let file = write(
+        dir.path(),
+        PROJECT_FILE,
+        "[pool]\nrange = \"20000-20009\"\n",
+    );
     std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
     let config = Config::load(&Sources {
         project_dir: Some(dir.path().to_path_buf()),
@@ -383,7 +424,11 @@ fn a_project_file_owned_by_another_user_is_ignored_with_a_warning() {
     assert!(config.pool.is_none(), "an untrusted file was applied");
     assert_eq!(config.project_root, None);
     assert_eq!(config.warnings.len(), 1);
-    assert!(config.warnings[0].contains("uid 65534"), "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].contains("uid 65534"),
+        "{:?}",
+        config.warnings
+    );
 }
 
 #[test]
@@ -408,7 +453,10 @@ fn listen_specs_are_checked_as_run_checks_them() {
     let dir = tempfile::tempdir().unwrap();
     for (text, what) in [
         // Syntactically plausible, refused by run: a host name.
-        ("[services.web]\nlisten = [\"tcp://localhost:80\"]\n", "localhost"),
+        (
+            "[services.web]\nlisten = [\"tcp://localhost:80\"]\n",
+            "localhost",
+        ),
         (
             "[services.web]\nlisten = [\"a=tcp://127.0.0.1:0\", \"a=tcp://[::1]:0\"]\n",
             "`a`",

@@ -536,7 +536,11 @@ mod tests {
         assert_eq!(zero.explicit_port(), Some(0));
         let err = bind(&ListenSpec::parse("tcp://127.0.0.1").unwrap(), 16).unwrap_err();
         assert!(err.to_string().contains("reserved port"), "{err}");
-        for bad in ["tcp://::1", "tcp://127.0.0.1:{prot}", "tcp://127.0.0.1:{port}x"] {
+        for bad in [
+            "tcp://::1",
+            "tcp://127.0.0.1:{prot}",
+            "tcp://127.0.0.1:{port}x",
+        ] {
             assert!(ListenSpec::parse(bad).is_err(), "{bad}");
         }
     }
@@ -544,9 +548,14 @@ mod tests {
     #[test]
     fn duplicate_socket_names_are_refused() {
         let specs = |texts: &[&str]| -> Vec<ListenSpec> {
-            texts.iter().map(|t| ListenSpec::parse(t).unwrap()).collect()
+            texts
+                .iter()
+                .map(|t| ListenSpec::parse(t).unwrap())
+                .collect()
         };
-        assert!(validate_listen_specs(&specs(&["a=tcp://127.0.0.1:0", "b=udp://127.0.0.1:0"])).is_ok());
+        assert!(
+            validate_listen_specs(&specs(&["a=tcp://127.0.0.1:0", "b=udp://127.0.0.1:0"])).is_ok()
+        );
         assert!(validate_listen_specs(&specs(&["tcp://127.0.0.1:0", "tcp://[::1]:0"])).is_ok());
         let err = validate_listen_specs(&specs(&["web=tcp://127.0.0.1:0", "web=tcp://[::1]:0"]))
             .unwrap_err();
