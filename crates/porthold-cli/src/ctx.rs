@@ -213,4 +213,35 @@ mod tests {
             PathBuf::from("/tmp/porthold-7")
         );
     }
+
+    /// An option that the environment can provide (`PORTHOLD_RUNTIME_DIR`,
+    /// `PORTHOLD_COLOR`) is never required, so no usage line lists it as if
+    /// it had to be typed.
+    #[test]
+    fn no_usage_line_lists_an_environment_provided_option_as_required() {
+        fn check(command: &clap::Command, path: &str) {
+            let mut command = command.clone();
+            let usage = command.render_usage().to_string();
+            for arg in command.get_arguments() {
+                let Some(env) = arg.get_env() else { continue };
+                assert!(
+                    !arg.is_required_set(),
+                    "{path}: --{} ({env:?}) is required",
+                    arg.get_id()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        !usage.contains(&format!("--{long} ")),
+                        "{path}: the usage lists --{long}: {usage}"
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+        command.build();
+        check(&command, "porthold");
+    }
 }
