@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use porthold::config::{Config, Overrides, Sources};
+use porthold::key::ProjectRoot;
 
 use crate::cli::GlobalArgs;
 use crate::output::{ColorChoice, Style};
@@ -32,6 +33,11 @@ pub struct Ctx {
     pub color: ColorChoice,
     /// The working directory, absolute.
     pub cwd: PathBuf,
+    /// The inferred project path of the working directory (nearest trusted
+    /// porthold.toml, else git work tree root, else the working directory),
+    /// found once by one walk over the ancestors and reused by config
+    /// discovery and every key that has no `--path`.
+    pub project: ProjectRoot,
     /// The layered configuration of the working directory's project.
     pub config: Config,
     /// Where `config` came from, to reload it for another project directory.
@@ -44,9 +50,10 @@ impl Ctx {
     /// `PORTHOLD_*` variables, flags).
     pub fn new(args: &GlobalArgs) -> anyhow::Result<Ctx> {
         let cwd = std::env::current_dir().context("reading the working directory")?;
+        let project = porthold::key::discover_project_root(&cwd)?;
         let sources = Sources {
             user_config: user_config_path(),
-            project_dir: project_dir_of(&cwd),
+            project_dir: project.project_file_dir().map(Path::to_path_buf),
             env: porthold_env(),
             flags: Overrides {
                 pool: None,
@@ -66,15 +73,12 @@ impl Ctx {
         };
         let runtime_dir = match &args.runtime_dir {
             Some(dir) => dir.clone(),
-            None => match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-                Some(dir) => PathBuf::from(dir).join("porthold"),
-                None => PathBuf::from(format!(
-                    "/tmp/porthold-{}",
-                    rustix::process::geteuid().as_raw()
-                )),
-            },
+            None => default_runtime_dir(
+                std::env::var_os("XDG_RUNTIME_DIR"),
+                rustix::process::geteuid().as_raw(),
+            ),
         };
-        Ok(Ctx {
+        let ctx = Ctx {
             data_dir: absolute(&cwd, data_dir),
             runtime_dir: absolute(&cwd, runtime_dir),
             busy_timeout,
@@ -83,9 +87,17 @@ impl Ctx {
             verbose: args.verbose,
             color: args.color,
             cwd,
+            project,
             config,
             sources,
-        })
+        };
+        for (file, owner) in &ctx.project.ignored {
+            ctx.warn(porthold::config::untrusted_warning(file, *owner));
+        }
+        for warning in &ctx.config.warnings {
+            ctx.warn(warning);
+        }
+        Ok(ctx)
     }
 
     /// The configuration with a project directory other than the working
@@ -93,7 +105,12 @@ impl Ctx {
     pub fn config_for_project(&self, project_dir: &Path) -> anyhow::Result<Config> {
         let mut sources = self.sources.clone();
         sources.project_dir = Some(project_dir.to_path_buf());
-        Ok(Config::load(&sources)?)
+        let config = Config::load(&sources)?;
+        // The user config's warnings were printed already.
+        for warning in config.warnings.iter().skip(self.config.warnings.len()) {
+            self.warn(warning);
+        }
+        Ok(config)
     }
 
     /// The effective pool for a command's `--pool` flag (which wins over
@@ -116,31 +133,44 @@ impl Ctx {
         Ok(pool)
     }
 
-    /// Prints a warning on stderr unless `-q` (in `--json` mode as a JSON line).
+    /// Prints a warning on stderr unless `-q` (in `--json` mode as a JSON
+    /// line; for humans with control characters escaped).
     pub fn warn(&self, message: impl std::fmt::Display) {
         if self.quiet {
             return;
         }
+        let message = message.to_string();
         if self.json {
             eprintln!("{}", serde_json::json!({ "warning": message.to_string() }));
         } else {
             eprintln!(
-                "porthold: {} {message}",
-                Style::for_stderr(self.color).warning("warning:")
+                "porthold: {} {}",
+                Style::for_stderr(self.color).warning("warning:"),
+                porthold::text::escape(&message)
             );
         }
     }
 
-    /// Prints a note on stderr unless `-q`.
+    /// Prints a note on stderr unless `-q` (control characters escaped for humans).
     pub fn note(&self, message: impl std::fmt::Display) {
         if self.quiet {
             return;
         }
+        let message = message.to_string();
         if self.json {
             eprintln!("{}", serde_json::json!({ "note": message.to_string() }));
         } else {
-            eprintln!("porthold: {message}");
+            eprintln!("porthold: {}", porthold::text::escape(&message));
         }
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/porthold`, else `/tmp/porthold-$UID`. The XDG spec
+/// makes a relative `XDG_RUNTIME_DIR` invalid: it is ignored, as is an empty one.
+fn default_runtime_dir(xdg_runtime_dir: Option<std::ffi::OsString>, uid: u32) -> PathBuf {
+    match xdg_runtime_dir.filter(|v| Path::new(v).is_absolute()) {
+        Some(dir) => PathBuf::from(dir).join("porthold"),
+        None => PathBuf::from(format!("/tmp/porthold-{uid}")),
     }
 }
 
@@ -153,16 +183,65 @@ fn user_config_path() -> Option<PathBuf> {
     directories::BaseDirs::new().map(|dirs| dirs.config_dir().join("porthold").join("config.toml"))
 }
 
-/// The nearest ancestor of `cwd` holding `porthold.toml`.
-fn project_dir_of(cwd: &Path) -> Option<PathBuf> {
-    let canonical = cwd.canonicalize().ok()?;
-    porthold::key::find_project_root(&canonical)
-}
-
 /// The `PORTHOLD_*` variables of the environment (non-UTF-8 values are skipped).
 fn porthold_env() -> Vec<(String, String)> {
     std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .filter(|(k, _)| k.starts_with("PORTHOLD_"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_or_empty_xdg_runtime_dir_is_ignored() {
+        assert_eq!(
+            default_runtime_dir(Some("/run/user/7".into()), 7),
+            PathBuf::from("/run/user/7/porthold")
+        );
+        for ignored in ["run/user/7", "", "./x"] {
+            assert_eq!(
+                default_runtime_dir(Some(ignored.into()), 7),
+                PathBuf::from("/tmp/porthold-7"),
+                "{ignored:?}"
+            );
+        }
+        assert_eq!(
+            default_runtime_dir(None, 7),
+            PathBuf::from("/tmp/porthold-7")
+        );
+    }
+
+    /// An option that the environment can provide (`PORTHOLD_RUNTIME_DIR`,
+    /// `PORTHOLD_COLOR`) is never required, so no usage line lists it as if
+    /// it had to be typed.
+    #[test]
+    fn no_usage_line_lists_an_environment_provided_option_as_required() {
+        fn check(command: &clap::Command, path: &str) {
+            let mut command = command.clone();
+            let usage = command.render_usage().to_string();
+            for arg in command.get_arguments() {
+                let Some(env) = arg.get_env() else { continue };
+                assert!(
+                    !arg.is_required_set(),
+                    "{path}: --{} ({env:?}) is required",
+                    arg.get_id()
+                );
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        !usage.contains(&format!("--{long} ")),
+                        "{path}: the usage lists --{long}: {usage}"
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+        command.build();
+        check(&command, "porthold");
+    }
 }

@@ -120,6 +120,15 @@ pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice, command: &str
     let code = code_for(kind);
     let hint = lib.and_then(|e| hint_for(command, e));
     let message = format!("{err:#}");
+    let (message, hint) = if json {
+        // JSON escapes control characters itself.
+        (message, hint)
+    } else {
+        (
+            porthold::text::escape(&message).into_owned(),
+            hint.map(|h| porthold::text::escape(&h).into_owned()),
+        )
+    };
     let mut stderr = std::io::stderr().lock();
     if json {
         let body = serde_json::json!({

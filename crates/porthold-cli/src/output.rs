@@ -80,7 +80,17 @@ pub fn reservation_json(r: &Reservation) -> Value {
 }
 
 /// A plain table with a header row, columns padded to their widest cell.
+/// Cells are escaped ([`porthold::text::escape`]): a path or label holding a
+/// newline or an escape sequence can neither forge a row nor drive the terminal.
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|row| {
+            row.into_iter()
+                .map(|cell| porthold::text::escape(&cell).into_owned())
+                .collect()
+        })
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -101,4 +111,26 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
             .map(|row| render(row.iter().map(String::as_str).collect())),
     );
     lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_cannot_forge_rows_or_send_escapes() {
+        let out = table(
+            &["PORT", "PATH"],
+            vec![vec![
+                "10000".into(),
+                "/tmp/x\n10001  /home/victim\x1b[2J".into(),
+            ]],
+        );
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(!out.contains('\x1b'), "{out:?}");
+        assert!(
+            out.contains("/tmp/x\\n10001  /home/victim\\x1b[2J"),
+            "{out}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ pub fn quote(value: &str) -> String {
 
 /// One assignment line, `NAME='value'`, after checking the name.
 pub fn assignment(name: &str, value: &str) -> anyhow::Result<String> {
-    porthold::config::validate_env_name(name)?;
+    porthold::config::validate_env_syntax(name)?;
     Ok(format!("{name}={}", quote(value)))
 }
 

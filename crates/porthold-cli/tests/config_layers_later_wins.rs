@@ -19,7 +19,7 @@ fn user_config(env: &TestEnv) -> PathBuf {
 
 /// `show-data-dir --json` and the port `reserve` picks, with only the
 /// layers written so far; PORTHOLD_DATA_DIR/PORTHOLD_POOL are set only when given.
-fn observe(env: &TestEnv, env_layer: bool, flags: bool) -> (String, String) {
+fn observe(env: &TestEnv, env_layer: bool, flags: bool, step: u8) -> (String, String) {
     let mut cmd = env.cmd();
     cmd.env_remove("PORTHOLD_DATA_DIR");
     if env_layer {
@@ -42,7 +42,8 @@ fn observe(env: &TestEnv, env_layer: bool, flags: bool) -> (String, String) {
         cmd.env("PORTHOLD_POOL", "24840-24849");
     }
     let mut reserve_args = vec!["reserve", "--skip-occupancy-check", "--tag"];
-    let tag = format!("t{}{}", env_layer as u8, flags as u8);
+    // A fresh tag per step: with one data dir, a reused tag would keep its port.
+    let tag = format!("t{step}");
     reserve_args.push(&tag);
     if flags {
         reserve_args.extend(["--pool", "24850-24859", "--data-dir", "../d-flag"]);
@@ -62,35 +63,33 @@ fn the_same_setting_in_each_layer_is_won_by_the_later_layer() {
     )
     .unwrap();
     assert_eq!(
-        observe(&env, false, false),
+        observe(&env, false, false, 1),
         ("[TMP]/d-user".into(), "24800".into())
     );
 
-    write_project(
-        &env,
-        "[registry]\ndata_dir = \"../d-project\"\n[pool]\nrange = \"24810-24819\"\n",
-    );
+    // Project files may not set registry settings: the data dir stays the user's.
+    write_project(&env, "[pool]\nrange = \"24810-24819\"\n");
     assert_eq!(
-        observe(&env, false, false),
-        ("[TMP]/d-project".into(), "24810".into())
+        observe(&env, false, false, 2),
+        ("[TMP]/d-user".into(), "24810".into())
     );
 
     std::fs::write(
         env.project().join("porthold.local.toml"),
-        "[registry]\ndata_dir = \"../d-local\"\n[pool]\nrange = \"24820-24829\"\n",
+        "[pool]\nrange = \"24820-24829\"\n",
     )
     .unwrap();
     assert_eq!(
-        observe(&env, false, false),
-        ("[TMP]/d-local".into(), "24820".into())
+        observe(&env, false, false, 3),
+        ("[TMP]/d-user".into(), "24820".into())
     );
 
     assert_eq!(
-        observe(&env, true, false),
+        observe(&env, true, false, 4),
         ("[TMP]/d-env".into(), "24840".into())
     );
     assert_eq!(
-        observe(&env, true, true),
+        observe(&env, true, true, 5),
         ("[TMP]/d-flag".into(), "24850".into())
     );
 }
@@ -199,4 +198,42 @@ fn init_config_writes_a_valid_commented_project_file_once() {
     let stderr = fails(&env, &["init", "--config"], 2);
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
+#[test]
+fn a_project_file_cannot_move_or_slow_the_registry() {
+    let env = TestEnv::new();
+    for (name, text, key) in [
+        (
+            "porthold.toml",
+            "[registry]\ndata_dir = \"../elsewhere\"\n",
+            "registry.data_dir",
+        ),
+        (
+            "porthold.local.toml",
+            "[registry]\nbusy_timeout = \"1m\"\n",
+            "registry.busy_timeout",
+        ),
+    ] {
+        // porthold.local.toml is read beside a porthold.toml.
+        write_project(&env, "");
+        let file = env.project().join(name);
+        std::fs::write(&file, text).unwrap();
+        let stderr = fails(&env, &["reserve", "--skip-occupancy-check"], 2);
+        assert!(
+            stderr.contains(&format!("{}:2: {key}:", file.display())),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("config.toml"),
+            "the hint names the user config: {stderr}"
+        );
+        assert!(!env.dir.path().join("elsewhere").exists());
+        let stderr = fails(&env, &["validate", name], 2);
+        assert!(stderr.contains(key), "{stderr}");
+        std::fs::remove_file(&file).unwrap();
+    }
+    // The same settings in the user config are fine.
+    std::fs::write(user_config(&env), "[registry]\nbusy_timeout = \"1m\"\n").unwrap();
+    ok(&env, &["validate"]);
 }

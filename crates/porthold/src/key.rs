@@ -1,13 +1,22 @@
 //! Keys: which project (and which service of it) a port belongs to.
 //!
-//! A key is `(path, tag)`. An explicit path is made absolute against the
-//! working directory and normalised lexically (`.` and `..` removed, symlinks
-//! left alone, the path need not exist), so the same spelling always names the
-//! same key. An inferred path is the nearest ancestor of the working directory
-//! that holds `porthold.toml`, else the working directory itself,
-//! canonicalised. No tag is stored as the empty string so that
-//! `UNIQUE(path, tag)` covers it.
+//! A key is `(path, tag)`. One directory is one key however it is reached:
+//! an explicit path is made absolute against the working directory and, when
+//! it exists, canonicalised (symlinks resolved); a path that does not exist
+//! (a moved or deleted project) is resolved by canonicalising its longest
+//! existing prefix and appending the rest lexically, so it still matches keys
+//! stored under a symlinked `$HOME`. See [`resolve_path`].
+//!
+//! An inferred path ([`discover_project_root`]) is the nearest ancestor of the
+//! working directory holding a *trusted* `porthold.toml` (owned by the current
+//! user or root; a file owned by someone else is ignored, like git's
+//! `safe.directory`), else the root of the enclosing git work tree (a `.git`
+//! directory or file; each worktree or submodule is its own root), else the
+//! working directory; always canonical. The ancestors are walked once.
+//!
+//! No tag is stored as the empty string so that `UNIQUE(path, tag)` covers it.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -38,22 +47,37 @@ pub struct KeyRequest<'a> {
 }
 
 impl Key {
-    /// Resolves a key against the working directory `cwd` (which must be absolute).
+    /// Resolves a key against the working directory `cwd` (which must be
+    /// absolute), discovering the project root when no path is given.
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad tag; [`Error::UnrelatedPath`] when the guard
     /// applies and an explicit path is neither an ancestor nor a descendant of `cwd`.
     pub fn resolve(request: &KeyRequest<'_>, cwd: &Path) -> Result<Key> {
+        if request.path.is_some() {
+            // The inferred root is not needed: skip the walk.
+            return Key::resolve_in(request, cwd, cwd);
+        }
+        let root = discover_project_root(cwd)?;
+        Key::resolve_in(request, cwd, &root.dir)
+    }
+
+    /// As [`Key::resolve`], with the inferred project path already known
+    /// (a caller that ran [`discover_project_root`] once reuses it).
+    ///
+    /// # Errors
+    /// As [`Key::resolve`].
+    pub fn resolve_in(request: &KeyRequest<'_>, cwd: &Path, inferred: &Path) -> Result<Key> {
         let tag = match request.tag {
             Some(tag) => validate_tag(tag)?.to_string(),
             None => String::new(),
         };
         let path = match request.path {
             Some(explicit) => {
-                let path = normalize_lexically(&cwd.join(explicit));
+                let path = resolve_path(&cwd.join(explicit));
                 if request.guard_unrelated
                     && !request.allow_unrelated_path
-                    && !is_related(&path, cwd)
+                    && !is_related(&path, &resolve_path(cwd))
                 {
                     return Err(Error::UnrelatedPath {
                         path,
@@ -62,28 +86,149 @@ impl Key {
                 }
                 path
             }
-            None => infer_project_path(cwd)?,
+            None => inferred.to_path_buf(),
         };
         Ok(Key { path, tag })
     }
 }
 
-/// The nearest ancestor of `cwd` (itself included) holding `porthold.toml`,
-/// else `cwd`; canonicalised.
-pub fn infer_project_path(cwd: &Path) -> Result<PathBuf> {
+/// Resolves an absolute path to the one spelling a key uses: the longest
+/// prefix that exists is canonicalised (symlinks and `..` resolved by the
+/// file system) and the rest, which does not exist, is appended with `.` and
+/// `..` removed lexically. An existing path is thus exactly its
+/// `canonicalize()`.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    for prefix in path.ancestors() {
+        if let Ok(canonical) = prefix.canonicalize() {
+            let rest = path.strip_prefix(prefix).unwrap_or(Path::new(""));
+            if rest.as_os_str().is_empty() {
+                return canonical;
+            }
+            return normalize_lexically(&canonical.join(rest));
+        }
+    }
+    normalize_lexically(path)
+}
+
+/// Where an inferred project path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootSource {
+    /// The directory holds a trusted `porthold.toml`.
+    ProjectFile,
+    /// The root of the enclosing git work tree (no trusted `porthold.toml` above).
+    GitWorkTree,
+    /// Neither: the working directory itself.
+    WorkingDirectory,
+}
+
+/// The result of [`discover_project_root`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRoot {
+    /// The project path (canonical).
+    pub dir: PathBuf,
+    /// Why this directory.
+    pub source: RootSource,
+    /// `porthold.toml` files passed over because another user owns them, with that owner's uid.
+    pub ignored: Vec<(PathBuf, u32)>,
+}
+
+impl ProjectRoot {
+    /// The directory whose `porthold.toml` applies, if one does.
+    pub fn project_file_dir(&self) -> Option<&Path> {
+        (self.source == RootSource::ProjectFile).then_some(self.dir.as_path())
+    }
+}
+
+/// Whether a configuration file may be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileTrust {
+    /// No such file.
+    Missing,
+    /// Owned by the current user or root.
+    Trusted,
+    /// Owned by this other uid: ignore it.
+    Untrusted(u32),
+}
+
+/// Checks who owns `path`: a project file is trusted only when the current
+/// (effective) user or root owns it, so a `porthold.toml` planted in a shared
+/// ancestor directory (`/tmp`, a colleague's checkout) cannot configure us.
+pub fn file_trust(path: &Path) -> FileTrust {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {
+            let owner = meta.uid();
+            if owner == 0 || owner == rustix::process::geteuid().as_raw() {
+                FileTrust::Trusted
+            } else {
+                FileTrust::Untrusted(owner)
+            }
+        }
+        _ => FileTrust::Missing,
+    }
+}
+
+/// Finds the inferred project path of `cwd` in one walk over its ancestors:
+/// the nearest one with a trusted `porthold.toml`, else the nearest git work
+/// tree root (a directory holding a `.git` directory or file), else `cwd`;
+/// canonicalised. Git is detected without running git.
+///
+/// # Errors
+/// [`Error::Io`] when `cwd` cannot be canonicalised.
+pub fn discover_project_root(cwd: &Path) -> Result<ProjectRoot> {
     let canonical = cwd.canonicalize().map_err(|e| {
         Error::io(
-            format!("resolving the working directory `{}`", cwd.display()),
+            format!(
+                "resolving the working directory `{}`",
+                crate::text::escape_path(cwd)
+            ),
             e,
         )
     })?;
-    Ok(find_project_root(&canonical).unwrap_or(canonical))
+    let mut git_root = None;
+    let mut ignored = Vec::new();
+    for dir in canonical.ancestors() {
+        let file = dir.join(PROJECT_FILE);
+        match file_trust(&file) {
+            FileTrust::Trusted => {
+                return Ok(ProjectRoot {
+                    dir: dir.to_path_buf(),
+                    source: RootSource::ProjectFile,
+                    ignored,
+                });
+            }
+            FileTrust::Untrusted(owner) => ignored.push((file, owner)),
+            FileTrust::Missing => {}
+        }
+        if git_root.is_none() && std::fs::symlink_metadata(dir.join(".git")).is_ok() {
+            git_root = Some(dir.to_path_buf());
+        }
+    }
+    Ok(match git_root {
+        Some(dir) => ProjectRoot {
+            dir,
+            source: RootSource::GitWorkTree,
+            ignored,
+        },
+        None => ProjectRoot {
+            dir: canonical,
+            source: RootSource::WorkingDirectory,
+            ignored,
+        },
+    })
 }
 
-/// The nearest ancestor of `dir` (itself included) that holds `porthold.toml`.
+/// The inferred project path of `cwd` (see [`discover_project_root`]).
+///
+/// # Errors
+/// As [`discover_project_root`].
+pub fn infer_project_path(cwd: &Path) -> Result<PathBuf> {
+    discover_project_root(cwd).map(|root| root.dir)
+}
+
+/// The nearest ancestor of `dir` (itself included) that holds a trusted `porthold.toml`.
 pub fn find_project_root(dir: &Path) -> Option<PathBuf> {
     dir.ancestors()
-        .find(|d| d.join(PROJECT_FILE).is_file())
+        .find(|d| file_trust(&d.join(PROJECT_FILE)) == FileTrust::Trusted)
         .map(Path::to_path_buf)
 }
 
@@ -135,7 +280,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn explicit_paths_are_normalised_lexically() {
+    fn paths_that_do_not_exist_are_normalised_lexically() {
         let cwd = Path::new("/home/u/shop");
         let key = |p: &str| {
             Key::resolve(
@@ -195,6 +340,101 @@ mod tests {
         assert_eq!(
             infer_project_path(&root.join("a/b/c")).unwrap(),
             root.join("a")
+        );
+    }
+
+    #[test]
+    fn without_a_project_file_the_git_work_tree_root_is_the_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("repo/.git")).unwrap();
+        std::fs::create_dir_all(root.join("repo/src/deep")).unwrap();
+        let found = discover_project_root(&root.join("repo/src/deep")).unwrap();
+        assert_eq!(found.dir, root.join("repo"));
+        assert_eq!(found.source, RootSource::GitWorkTree);
+        // A worktree (or submodule) has a `.git` file and is its own root.
+        std::fs::create_dir_all(root.join("repo/wt/x")).unwrap();
+        std::fs::write(root.join("repo/wt/.git"), "gitdir: ../.git/worktrees/wt\n").unwrap();
+        assert_eq!(
+            infer_project_path(&root.join("repo/wt/x")).unwrap(),
+            root.join("repo/wt")
+        );
+        // A porthold.toml wins over the git root, even above it.
+        std::fs::write(root.join(PROJECT_FILE), "").unwrap();
+        let found = discover_project_root(&root.join("repo/src")).unwrap();
+        assert_eq!(
+            (found.dir, found.source),
+            (root.clone(), RootSource::ProjectFile)
+        );
+    }
+
+    #[test]
+    fn an_existing_explicit_path_is_canonicalised_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("real/shop/a")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        assert_eq!(
+            resolve_path(&root.join("link/shop")),
+            root.join("real/shop")
+        );
+        // Missing tail: the existing prefix is canonicalised, the rest appended.
+        assert_eq!(
+            resolve_path(&root.join("link/gone/./x/../y")),
+            root.join("real/gone/y")
+        );
+        let key = Key::resolve(
+            &KeyRequest {
+                path: Some(&root.join("link/shop")),
+                tag: None,
+                allow_unrelated_path: false,
+                guard_unrelated: true,
+            },
+            &root.join("real/shop"),
+        )
+        .unwrap();
+        assert_eq!(key.path, root.join("real/shop"));
+        // The guard compares canonical paths: reached through the link, the
+        // working directory is still related.
+        let key = Key::resolve(
+            &KeyRequest {
+                path: Some(Path::new("../../link/shop/sub")),
+                tag: None,
+                allow_unrelated_path: false,
+                guard_unrelated: true,
+            },
+            &root.join("real/shop"),
+        )
+        .unwrap();
+        assert_eq!(key.path, root.join("real/shop/sub"));
+    }
+
+    #[test]
+    fn a_project_file_owned_by_another_user_is_passed_over() {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var_os("PORTHOLD_REQUIRE_ALL").is_none(),
+                "PORTHOLD_REQUIRE_ALL is set but this test needs root (chown)"
+            );
+            eprintln!("skipping: needs root to give a file to another user");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("shared/me/.git")).unwrap();
+        let planted = root.join("shared").join(PROJECT_FILE);
+        std::fs::write(&planted, "").unwrap();
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+        let found = discover_project_root(&root.join("shared/me")).unwrap();
+        assert_eq!(found.dir, root.join("shared/me"));
+        assert_eq!(found.source, RootSource::GitWorkTree);
+        assert_eq!(found.ignored, vec![(planted.clone(), 65534)]);
+        assert_eq!(find_project_root(&root.join("shared/me")), None);
+        // Root's files are trusted.
+        std::os::unix::fs::chown(&planted, Some(0), Some(0)).unwrap();
+        assert_eq!(
+            discover_project_root(&root.join("shared/me")).unwrap().dir,
+            root.join("shared")
         );
     }
 }

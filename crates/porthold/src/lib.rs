@@ -19,6 +19,7 @@ pub mod registry;
 pub mod supervisor;
 #[doc(hidden)]
 pub mod test_hooks;
+pub mod text;
 pub mod time;
 
 pub use error::{Error, ErrorKind, Holder, Result};

@@ -1,7 +1,5 @@
 //! The example in docs/config.md is valid and means what the document says.
 
-use std::time::Duration;
-
 use porthold::config::Config;
 
 fn fenced_block(markdown: &str, language: &str) -> String {
@@ -23,8 +21,19 @@ fn the_documented_example_loads_with_the_documented_meaning() {
     let path = dir.path().join("porthold.toml");
     std::fs::write(&path, example).unwrap();
     let config = Config::check_file(&path).unwrap();
-    assert_eq!(config.project_name.unwrap().value, "shop");
-    assert_eq!(config.busy_timeout.value, Duration::from_secs(10));
+    assert_eq!(config.project_name.as_ref().unwrap().value, "shop");
+    // Registry settings are not allowed in a project file.
+    assert_eq!(
+        config.busy_timeout.value,
+        porthold::config::DEFAULT_BUSY_TIMEOUT
+    );
+    assert_eq!(config.data_dir, None);
+    let web = &config.services["web"].listen_specs().unwrap();
+    assert!(
+        web[0].needs_reserved_port(),
+        "the example must use the reserved port"
+    );
+    assert!(config.service_warnings().is_empty());
     let envs: Vec<_> = config.services.values().map(|s| s.env.as_str()).collect();
     assert_eq!(envs, ["API_PORT", "DATABASE_PORT", "WEB_PORT"]);
     assert_eq!(config.services["db"].port, Some(22005));

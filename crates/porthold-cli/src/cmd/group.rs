@@ -78,8 +78,10 @@ struct Reserved {
 fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
     let (path, config) = match &args.path {
         Some(explicit) => {
-            let path = porthold::key::normalize_lexically(&ctx.cwd.join(explicit));
-            if !args.allow_unrelated_path && !porthold::key::is_related(&path, &ctx.cwd) {
+            let path = porthold::key::resolve_path(&ctx.cwd.join(explicit));
+            if !args.allow_unrelated_path
+                && !porthold::key::is_related(&path, &porthold::key::resolve_path(&ctx.cwd))
+            {
                 return Err(porthold::Error::UnrelatedPath {
                     path,
                     cwd: ctx.cwd.clone(),
@@ -96,7 +98,7 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
                     format!(
                         "no {} in `{}` or any parent directory",
                         porthold::config::PROJECT_FILE,
-                        ctx.cwd.display()
+                        shown(&ctx.cwd)
                     ),
                     Some("run `porthold init --config` to write one, or pass --path".into()),
                 )
@@ -109,7 +111,7 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
             format!(
                 "no {} in `{}`",
                 porthold::config::PROJECT_FILE,
-                path.display()
+                shown(&path)
             ),
             Some("run `porthold init --config` there to write one".into()),
         )
@@ -117,7 +119,7 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
     }
     if config.services.is_empty() {
         return Err(porthold::Error::invalid(
-            format!("the project `{}` declares no [services]", path.display()),
+            format!("the project `{}` declares no [services]", shown(&path)),
             Some("add a [services.web] table (see `porthold init --config`)".into()),
         )
         .into());

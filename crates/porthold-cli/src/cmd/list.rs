@@ -31,7 +31,7 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let filter = ListFilter {
         path: args
             .path
-            .map(|p| porthold::key::normalize_lexically(&ctx.cwd.join(p))),
+            .map(|p| porthold::key::resolve_path(&ctx.cwd.join(p))),
         project: args.project,
         tag: args.tag,
     };

@@ -1,7 +1,10 @@
 //! `porthold migrate --from OLD --to NEW [--recursive]`: move a project's
-//! reservations when its directory moves, atomically. Both paths are guarded
-//! by the unrelated-path rule (each must be an ancestor or descendant of the
-//! working directory unless --allow-unrelated-path).
+//! reservations when its directory moves, atomically. Both paths resolve as
+//! keys do (canonical where they exist; a moved-away OLD through its longest
+//! existing prefix). Both are guarded by the unrelated-path rule (an ancestor
+//! or descendant of the working directory unless --allow-unrelated-path),
+//! except OLD when the working directory is inside NEW. The same path twice
+//! is exit 2; a NEW that does not exist is a warning.
 
 use crate::stdout::outln;
 use std::path::PathBuf;
@@ -34,20 +37,43 @@ pub struct MigrateArgs {
     pub to: PathBuf,
 }
 
-fn guarded(path: &std::path::Path, args: &MigrateArgs, ctx: &Ctx) -> anyhow::Result<PathBuf> {
-    let request = KeyRequest {
-        path: Some(path),
-        tag: None,
-        allow_unrelated_path: args.allow_unrelated_path,
-        guard_unrelated: true,
+/// Resolves both paths as keys are resolved (canonical where they exist) and
+/// applies the unrelated-path guard: `--to` must be related to the working
+/// directory; `--from` must be too, unless the working directory is inside
+/// `--to` (the usual `mv old new && cd new && porthold migrate --from old
+/// --to .`, where the old path is by then unrelated).
+fn resolve_pair(args: &MigrateArgs, ctx: &Ctx) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let resolve = |path: &std::path::Path, guard: bool| -> anyhow::Result<PathBuf> {
+        let request = KeyRequest {
+            path: Some(path),
+            tag: None,
+            allow_unrelated_path: args.allow_unrelated_path,
+            guard_unrelated: guard,
+        };
+        Ok(Key::resolve_in(&request, &ctx.cwd, &ctx.project.dir)?.path)
     };
-    Ok(Key::resolve(&request, &ctx.cwd)?.path)
+    let to = resolve(&args.to, true)?;
+    let cwd = porthold::key::resolve_path(&ctx.cwd);
+    let from = resolve(&args.from, !cwd.starts_with(&to))?;
+    Ok((from, to))
 }
 
 /// Runs `migrate`.
 pub fn run(args: MigrateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let from = guarded(&args.from, &args, ctx)?;
-    let to = guarded(&args.to, &args, ctx)?;
+    let (from, to) = resolve_pair(&args, ctx)?;
+    if from == to {
+        return Err(porthold::Error::invalid(
+            format!("--from and --to are the same path `{}`", shown(&from)),
+            Some("pass the project's old path as --from and its new path as --to".into()),
+        )
+        .into());
+    }
+    if !to.exists() {
+        ctx.warn(format!(
+            "--to `{}` does not exist; the reservations move there anyway",
+            shown(&to)
+        ));
+    }
     let moved = match open_existing_registry(ctx)? {
         Some(mut registry) => registry.migrate(&from, &to, args.recursive)?,
         None => Vec::new(),
@@ -68,7 +94,7 @@ pub fn run(args: MigrateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if moved.is_empty() {
-        ctx.note(format!("nothing reserved at `{}`", from.display()));
+        ctx.note(format!("nothing reserved at `{}`", shown(&from)));
         return Ok(ExitCode::SUCCESS);
     }
     let rows = moved

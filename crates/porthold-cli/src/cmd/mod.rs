@@ -72,7 +72,7 @@ pub struct KeyArgs {
     /// Allow a --path that is neither an ancestor nor a descendant of the working directory.
     #[arg(long)]
     pub allow_unrelated_path: bool,
-    /// The project directory [default: nearest ancestor with porthold.toml, else the working directory].
+    /// The project directory; an existing one is canonicalised (symlinks resolved) [default: nearest ancestor with porthold.toml, else the git work tree root, else the working directory].
     #[arg(long, value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
     /// The service name within the project (web, api).
@@ -89,20 +89,23 @@ impl KeyArgs {
             allow_unrelated_path: self.allow_unrelated_path,
             guard_unrelated: guard,
         };
-        Ok(Key::resolve(&request, &ctx.cwd)?)
+        Ok(Key::resolve_in(&request, &ctx.cwd, &ctx.project.dir)?)
     }
 }
 
-/// Opens (creating if needed) the registry, with the data dir in the error context.
+/// Opens (creating if needed) the registry, with the data dir in the error
+/// context, after checking the data dir's owner and mode.
 pub fn open_registry(ctx: &Ctx) -> anyhow::Result<porthold::registry::Registry> {
+    porthold::config::check_data_dir(&ctx.data_dir)?;
     porthold::registry::Registry::open(&ctx.data_dir, ctx.busy_timeout)
-        .with_context(|| format!("opening the registry in `{}`", ctx.data_dir.display()))
+        .with_context(|| format!("opening the registry in `{}`", shown(&ctx.data_dir)))
 }
 
 /// Opens the registry only if it exists.
 pub fn open_existing_registry(ctx: &Ctx) -> anyhow::Result<Option<porthold::registry::Registry>> {
+    porthold::config::check_data_dir(&ctx.data_dir)?;
     porthold::registry::Registry::open_existing(&ctx.data_dir, ctx.busy_timeout)
-        .with_context(|| format!("opening the registry in `{}`", ctx.data_dir.display()))
+        .with_context(|| format!("opening the registry in `{}`", shown(&ctx.data_dir)))
 }
 
 /// Prints a JSON value on stdout.
@@ -110,7 +113,7 @@ pub fn print_json(value: &serde_json::Value) {
     outln!("{value}");
 }
 
-/// Displays a path for humans.
+/// Displays a path for humans, control characters escaped.
 pub fn shown(path: &Path) -> String {
-    path.display().to_string()
+    porthold::text::escape_path(path)
 }

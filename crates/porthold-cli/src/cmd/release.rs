@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use porthold::registry::ReleaseTarget;
 
-use super::{KeyArgs, open_existing_registry, print_json};
+use super::{KeyArgs, open_existing_registry, print_json, shown};
 use crate::ctx::Ctx;
 use crate::output::reservation_json;
 
@@ -16,6 +16,9 @@ pub struct ReleaseArgs {
     /// Release every tag of the path.
     #[arg(long, conflicts_with_all = ["tag", "recursive", "port"])]
     pub all_tags: bool,
+    /// Allow --recursive of `/` or your home directory (every project below it).
+    #[arg(long, requires = "recursive")]
+    pub force: bool,
     #[command(flatten)]
     pub key: KeyArgs,
     /// Release whatever holds this port.
@@ -33,6 +36,16 @@ pub fn run(args: ReleaseArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         None => {
             let key = args.key.resolve(ctx, true)?;
             if args.recursive {
+                if !args.force && is_too_broad(&key.path) {
+                    return Err(porthold::Error::invalid(
+                        format!(
+                            "release --recursive of `{}` would release every project below it",
+                            shown(&key.path)
+                        ),
+                        Some("pass --force if that is what you mean".into()),
+                    )
+                    .into());
+                }
                 ReleaseTarget::Recursive {
                     path: key.path,
                     tag: args.key.tag.clone(),
@@ -63,11 +76,23 @@ pub fn run(args: ReleaseArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 format!(" (tag {})", r.tag)
             };
             eprintln!(
-                "porthold: released port {} of {}{tag}",
+                "porthold: released port {} of {}{}",
                 r.port,
-                r.path.display()
+                shown(&r.path),
+                porthold::text::escape(&tag)
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a recursive release of `path` would sweep up unrelated projects:
+/// the root directory or the user's home (resolved as keys are).
+fn is_too_broad(path: &std::path::Path) -> bool {
+    if path.parent().is_none() {
+        return true;
+    }
+    std::env::var_os("HOME")
+        .filter(|home| std::path::Path::new(home).is_absolute())
+        .is_some_and(|home| porthold::key::resolve_path(std::path::Path::new(&home)) == path)
 }

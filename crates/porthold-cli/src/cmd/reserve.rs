@@ -50,6 +50,11 @@ pub struct ReserveArgs {
 
 /// Runs `reserve`.
 pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    for (flag, label) in [("--project", &args.project), ("--task", &args.task)] {
+        if let Some(label) = label {
+            porthold::text::validate_label(flag, label)?;
+        }
+    }
     let key = args.key.resolve(ctx, true)?;
     let kernel = KernelPorts::read();
     let pool = ctx.pool(&ctx.config, args.pool.as_deref(), &kernel)?;

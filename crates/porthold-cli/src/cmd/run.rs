@@ -76,6 +76,7 @@ pub struct RunArgs {
 
 /// Runs the server; exits with its exit code.
 pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    porthold::config::validate_env_name(&args.port_env).context("in --port-env")?;
     let key = args.key.resolve(ctx, true)?;
     let config = match &ctx.config.project_root {
         Some(root) if root == &key.path => ctx.config.clone(),

@@ -2,6 +2,9 @@
 //! registry. With FILE, that file alone; without, every layer that applies
 //! here (user config, porthold.toml, porthold.local.toml, PORTHOLD_*), which
 //! were already loaded, so reaching this command means they are valid.
+//! Listen specs are checked exactly as `run` parses them (at load, reported
+//! as `file:line: services.<tag>.listen`); a service listener on an explicit
+//! `:0` is valid but warned about, since it does not use the reserved port.
 
 use crate::stdout::outln;
 use std::path::PathBuf;
@@ -28,6 +31,9 @@ pub fn run(args: ValidateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Some(file) => Config::check_file(&ctx.cwd.join(file))?,
         None => ctx.config.clone(),
     };
+    for warning in config.service_warnings() {
+        ctx.warn(warning);
+    }
     if ctx.json {
         let services: Vec<_> = config
             .services
@@ -58,7 +64,7 @@ pub fn run(args: ValidateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ctx.note("no configuration files apply here; built-in defaults");
     }
     for file in &config.files {
-        outln!("ok: {}", file.display());
+        outln!("ok: {}", super::shown(file));
     }
     if !config.services.is_empty() {
         let rows = config

@@ -12,6 +12,18 @@ use toml::Spanned;
 use super::{Origin, Setting};
 use crate::error::{Error, Result};
 use crate::net::PortRange;
+use crate::net::listen::{ListenSpec, validate_listen_specs};
+use crate::text::quote_prefix;
+
+/// Which layer a file is: registry settings are refused in project files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// The user config (`~/.config/porthold/config.toml`): every key.
+    User,
+    /// A project's `porthold.toml` / `porthold.local.toml`: no `[registry]`
+    /// settings, so a repository cannot move or fork the user's registry.
+    Project,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,13 +64,14 @@ struct RawService {
     ready: Option<Spanned<toml::Value>>,
 }
 
-/// A service's fields as one layer sets them.
-#[derive(Debug, Default)]
+/// A service's fields as one layer sets them, with where each was set.
+#[derive(Debug)]
 pub(super) struct ServicePatch {
-    pub(super) port: Option<u16>,
-    pub(super) offset: Option<u16>,
-    pub(super) env: Option<String>,
-    pub(super) listen: Option<Vec<String>>,
+    pub(super) origin: Origin,
+    pub(super) port: Option<(u16, Origin)>,
+    pub(super) offset: Option<(u16, Origin)>,
+    pub(super) env: Option<(String, Origin)>,
+    pub(super) listen: Option<(Vec<String>, Origin)>,
     pub(super) ready: Option<String>,
 }
 
@@ -175,7 +188,7 @@ impl Ctx<'_> {
 }
 
 /// Parses and validates one file.
-pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
+pub(super) fn parse(path: &Path, text: &str, kind: LayerKind) -> Result<Layer> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |span| line_of(text, span.start));
         Error::invalid(
@@ -209,6 +222,27 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
         }
     }
     if let Some(registry) = raw.registry {
+        if kind == LayerKind::Project {
+            for (key, value) in [
+                ("registry.busy_timeout", &registry.busy_timeout),
+                ("registry.data_dir", &registry.data_dir),
+            ] {
+                if let Some(value) = value {
+                    return Err(cx.error(
+                        &value.span(),
+                        key,
+                        "registry settings are not allowed in a project file (a repository \
+                         must not move or fork your registry)"
+                            .into(),
+                        Some(
+                            "set it in the user config ~/.config/porthold/config.toml, \
+                             or with --data-dir / --busy-timeout"
+                                .into(),
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(timeout) = registry.busy_timeout {
             let text = cx.string(&timeout, "registry.busy_timeout")?;
             let value = crate::duration::parse(&text).map_err(|e| {
@@ -240,10 +274,12 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
             return Err(cx.error(
                 &name.span(),
                 "project.name",
-                format!("invalid project name {value:?}"),
+                format!("invalid project name `{}`", quote_prefix(&value)),
                 Some("use a non-empty name without control characters".into()),
             ));
         }
+        crate::text::validate_label("project name", &value)
+            .map_err(|e| cx.error(&name.span(), "project.name", e.to_string(), e.hint()))?;
         layer.project_name = Some(Setting::new(value, cx.origin(&name.span())));
     }
     for (tag, raw) in raw.services.unwrap_or_default() {
@@ -258,7 +294,14 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
                 e.hint(),
             )
         })?;
-        let mut patch = ServicePatch::default();
+        let mut patch = ServicePatch {
+            origin: cx.origin(&tag_span),
+            port: None,
+            offset: None,
+            env: None,
+            listen: None,
+            ready: None,
+        };
         if let (Some(port), Some(_)) = (&raw.port, &raw.offset) {
             return Err(cx.error(
                 &port.span(),
@@ -268,16 +311,19 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
             ));
         }
         if let Some(port) = &raw.port {
-            patch.port = Some(cx.port(port, &key("port"), false)?);
+            patch.port = Some((cx.port(port, &key("port"), false)?, cx.origin(&port.span())));
         }
         if let Some(offset) = &raw.offset {
-            patch.offset = Some(cx.port(offset, &key("offset"), true)?);
+            patch.offset = Some((
+                cx.port(offset, &key("offset"), true)?,
+                cx.origin(&offset.span()),
+            ));
         }
         if let Some(env) = &raw.env {
             let name = cx.string(env, &key("env"))?;
             validate_env_name(&name)
                 .map_err(|e| cx.error(&env.span(), &key("env"), e.to_string(), e.hint()))?;
-            patch.env = Some(name);
+            patch.env = Some((name, cx.origin(&env.span())));
         }
         if let Some(listen) = &raw.listen {
             let items = match listen.get_ref() {
@@ -306,7 +352,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
                 })?;
                 specs.push(spec.clone());
             }
-            patch.listen = Some(specs);
+            let parsed: Vec<ListenSpec> = specs
+                .iter()
+                .map(|spec| ListenSpec::parse(spec))
+                .collect::<Result<_>>()?;
+            validate_listen_specs(&parsed)
+                .map_err(|e| cx.error(&listen.span(), &key("listen"), e.to_string(), e.hint()))?;
+            patch.listen = Some((specs, cx.origin(&listen.span())));
         }
         if let Some(ready) = &raw.ready {
             let mode = cx.string(ready, &key("ready"))?;
@@ -319,15 +371,60 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Layer> {
     Ok(layer)
 }
 
-/// Checks an environment variable name: `[A-Z_][A-Z0-9_]*`.
+/// Environment variable names a service's `env` or `run --port-env` may not
+/// choose: the shell, the dynamic loader or an interpreter reads them at
+/// startup (setting `PATH` or `BASH_ENV` to a port number breaks or hijacks
+/// the child), or porthold sets them itself. Names with a prefix from
+/// [`RESERVED_ENV_PREFIXES`] are refused too. This is the one list; it is
+/// documented in docs/config.md.
+pub const RESERVED_ENV_NAMES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "SHELL",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "CDPATH",
+    "GLOBIGNORE",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS0",
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "PROMPT_COMMAND",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "NODE_OPTIONS",
+    "PERL5OPT",
+    "PERL5LIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "GCONV_PATH",
+    // Socket activation and readiness, set by `porthold run`.
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
+
+/// Prefixes of reserved names: the dynamic loaders' `LD_*` and `DYLD_*`, and
+/// `PORTHOLD_*`, which porthold sets itself (`PORTHOLD_PROJECT_PATH` in
+/// `autoreserve` output, `PORTHOLD_INSTANCE_ID` in `run`).
+pub const RESERVED_ENV_PREFIXES: &[&str] = &["LD_", "DYLD_", "PORTHOLD_"];
+
+/// Checks only the shape of an environment variable name: `[A-Z_][A-Z0-9_]*`.
 ///
 /// Names end up unquoted in shell code (`export NAME='value'`), so anything
 /// else (lower case is allowed by shells but refused here for one simple rule)
-/// could inject commands.
+/// could inject commands. Use [`validate_env_name`] for a name a user chooses.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the value.
-pub fn validate_env_name(name: &str) -> Result<&str> {
+pub fn validate_env_syntax(name: &str) -> Result<&str> {
     let mut bytes = name.bytes();
     let ok = matches!(bytes.next(), Some(b'A'..=b'Z' | b'_'))
         && bytes.all(|b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'_'));
@@ -335,13 +432,35 @@ pub fn validate_env_name(name: &str) -> Result<&str> {
         Ok(name)
     } else {
         Err(Error::invalid(
-            format!("invalid environment variable name {name:?}"),
+            format!("invalid environment variable name `{}`", quote_prefix(name)),
             Some(
                 "use upper-case letters, digits and `_`, not starting with a digit (e.g. WEB_PORT)"
                     .into(),
             ),
         ))
     }
+}
+
+/// Checks an environment variable name that a user chose for a port
+/// (`services.<tag>.env`, `run --port-env`): the shape of
+/// [`validate_env_syntax`], and not one of [`RESERVED_ENV_NAMES`] or
+/// [`RESERVED_ENV_PREFIXES`].
+///
+/// # Errors
+/// [`Error::Invalid`] naming the variable.
+pub fn validate_env_name(name: &str) -> Result<&str> {
+    validate_env_syntax(name)?;
+    let reserved = RESERVED_ENV_NAMES.contains(&name)
+        || RESERVED_ENV_PREFIXES.iter().any(|p| name.starts_with(p));
+    if reserved {
+        return Err(Error::invalid(
+            format!(
+                "the environment variable {name} is reserved: the shell, the loader or porthold itself interprets it"
+            ),
+            Some("choose a name of your own, e.g. WEB_PORT (see docs/config.md for the reserved names)".into()),
+        ));
+    }
+    Ok(name)
 }
 
 /// The default variable name of a tag: `web-ui` → `WEB_UI_PORT`.
@@ -358,55 +477,14 @@ pub(super) fn default_env_name(tag: &str) -> Result<String> {
     Ok(name)
 }
 
-/// Checks a listen spec for `porthold run`: `[name=]tcp://HOST:PORT`,
-/// `udp://HOST:PORT` or `unix:///path`, with an optional `?query`.
-///
-/// This is a syntactic check so a typo is reported when the config loads;
-/// `porthold run` parses the spec fully.
+/// Checks a listen spec for `porthold run` exactly as `run` parses it
+/// ([`ListenSpec::parse`]): `[NAME=]tcp://HOST[:PORT|:{port}]`, `udp://…` or
+/// `unix:///path`, with an optional `?query`.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the spec.
 pub fn validate_listen(spec: &str) -> Result<&str> {
-    let bad = |why: &str| {
-        Error::invalid(
-            format!("invalid listen spec {spec:?}: {why}"),
-            Some("write [NAME=]tcp://127.0.0.1:0, udp://HOST:PORT or unix:///path".into()),
-        )
-    };
-    if spec.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad("contains whitespace or control characters"));
-    }
-    let address = match spec.split_once('=') {
-        Some((name, rest)) if !name.contains("://") => {
-            let name_ok = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !name_ok {
-                return Err(bad("the name must be 1-64 of [A-Za-z0-9._-]"));
-            }
-            rest
-        }
-        _ => spec,
-    };
-    let (scheme, rest) = address
-        .split_once("://")
-        .ok_or_else(|| bad("missing scheme"))?;
-    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
-    match scheme {
-        "tcp" | "udp" => {
-            let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("missing :PORT"))?;
-            if host.is_empty() {
-                return Err(bad("missing host"));
-            }
-            port.parse::<u16>().map_err(|_| bad("bad port"))?;
-            Ok(spec)
-        }
-        "unix" if rest.starts_with('/') => Ok(spec),
-        "unix" => Err(bad("a unix socket path must be absolute")),
-        _ => Err(bad("unknown scheme (tcp, udp, unix)")),
-    }
+    ListenSpec::parse(spec).map(|_| spec)
 }
 
 /// Checks a readiness mode for `porthold run`: `listen`, `notify`, `tcp`,
@@ -417,7 +495,7 @@ pub fn validate_listen(spec: &str) -> Result<&str> {
 pub fn validate_ready(mode: &str) -> Result<&str> {
     let bad = || {
         Error::invalid(
-            format!("invalid readiness mode {mode:?}"),
+            format!("invalid readiness mode `{}`", quote_prefix(mode)),
             Some("use listen, notify, tcp, http:/path, cmd:COMMAND or delay:500ms".into()),
         )
     };

@@ -35,7 +35,10 @@ use crate::error::{Error, Result};
 use crate::net::{KernelPorts, PortRange};
 use crate::pool::{Pool, PoolWarning};
 
-pub use layer::{validate_env_name, validate_listen, validate_ready};
+pub use layer::{
+    LayerKind, RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES, validate_env_name, validate_env_syntax,
+    validate_listen, validate_ready,
+};
 
 /// The project's tracked configuration file name.
 pub const PROJECT_FILE: &str = crate::key::PROJECT_FILE;
@@ -105,6 +108,25 @@ pub struct Service {
     pub listen: Vec<String>,
     /// Readiness mode for `porthold run` (`listen`, `notify`, `tcp`, `http:/path`, `cmd:...`, `delay:500ms`).
     pub ready: Option<String>,
+    /// Where the service's `port` or `offset` was set, else its table.
+    pub origin: Origin,
+    /// Where `env` was set; [`Origin::Default`] for the default name.
+    pub env_origin: Origin,
+    /// Where `listen` was set.
+    pub listen_origin: Option<Origin>,
+}
+
+impl Service {
+    /// The parsed listen specs (already checked when the file loaded).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the spec, which cannot happen for a loaded config.
+    pub fn listen_specs(&self) -> Result<Vec<crate::net::listen::ListenSpec>> {
+        self.listen
+            .iter()
+            .map(|s| crate::net::listen::ListenSpec::parse(s))
+            .collect()
+    }
 }
 
 /// The effective configuration after all layers.
@@ -126,6 +148,9 @@ pub struct Config {
     pub project_root: Option<PathBuf>,
     /// The files read, in layer order.
     pub files: Vec<PathBuf>,
+    /// Things the user should hear about that did not stop the load: an
+    /// ignored project file owned by someone else, an unreadable user config.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -139,6 +164,7 @@ impl Default for Config {
             services: BTreeMap::new(),
             project_root: None,
             files: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -172,55 +198,164 @@ pub struct Sources {
 impl Config {
     /// Loads every layer of `sources`, in order.
     ///
+    /// A project file (`porthold.toml`, `porthold.local.toml`) owned by
+    /// another user (not root) is ignored with a warning in
+    /// [`Config::warnings`]; a user config that exists but cannot be read is
+    /// a warning too. Registry settings in a project file are errors.
+    ///
     /// # Errors
     /// [`Error::Invalid`] naming file, line and key for an unknown key or a bad
-    /// value (or naming the variable / flag); [`Error::Io`] when a file exists
-    /// but cannot be read.
+    /// value (or naming the variable / flag), and for services that collide
+    /// (same port, same offset, same environment variable); [`Error::Io`]
+    /// when a project file exists but cannot be read.
     pub fn load(sources: &Sources) -> Result<Config> {
         let mut config = Config::default();
         if let Some(user) = &sources.user_config {
-            config.apply_file_if_present(user)?;
+            match std::fs::read_to_string(user) {
+                Ok(text) => config.apply_text(user, &text, LayerKind::User)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // An unreadable ~/.config (another owner, a file in its
+                // place) must not make every command fail.
+                Err(e) => config.warnings.push(format!(
+                    "ignoring the user config `{}`: {e}",
+                    crate::text::escape_path(user)
+                )),
+            }
         }
         if let Some(dir) = &sources.project_dir {
-            if config.apply_file_if_present(&dir.join(PROJECT_FILE))? {
-                config.project_root = Some(dir.clone());
-            }
-            if config.apply_file_if_present(&dir.join(LOCAL_FILE))? {
-                config.project_root = Some(dir.clone());
+            for name in [PROJECT_FILE, LOCAL_FILE] {
+                let file = dir.join(name);
+                match crate::key::file_trust(&file) {
+                    crate::key::FileTrust::Missing => {}
+                    crate::key::FileTrust::Untrusted(owner) => {
+                        config.warnings.push(untrusted_warning(&file, owner));
+                    }
+                    crate::key::FileTrust::Trusted => {
+                        let text = std::fs::read_to_string(&file).map_err(|e| {
+                            Error::io(format!("reading `{}`", crate::text::escape_path(&file)), e)
+                        })?;
+                        config.apply_text(&file, &text, LayerKind::Project)?;
+                        config.project_root = Some(dir.clone());
+                    }
+                }
             }
         }
+        config.check_services()?;
         config.apply_env(&sources.env)?;
         config.apply_overrides(&sources.flags)?;
         Ok(config)
     }
 
     /// Checks one file (`porthold validate FILE`): the defaults plus that file.
+    /// A file named `porthold.toml` or `porthold.local.toml` is checked as a
+    /// project file (no registry settings), any other as a user config.
     ///
     /// # Errors
     /// As [`Config::load`]; a missing file is an [`Error::Io`].
     pub fn check_file(path: &Path) -> Result<Config> {
         let mut config = Config::default();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
-        config.apply_text(path, &text)?;
+            .map_err(|e| Error::io(format!("reading `{}`", crate::text::escape_path(path)), e))?;
+        let kind = match path.file_name().and_then(|n| n.to_str()) {
+            Some(PROJECT_FILE | LOCAL_FILE) => LayerKind::Project,
+            _ => LayerKind::User,
+        };
+        config.apply_text(path, &text, kind)?;
+        config.check_services()?;
         Ok(config)
     }
 
-    /// Applies `path` when it exists; returns whether it did.
-    fn apply_file_if_present(&mut self, path: &Path) -> Result<bool> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                self.apply_text(path, &text)?;
-                Ok(true)
+    /// Rules across services, checked once every file is merged (a local
+    /// file may fix what the project file sets): no two services with the
+    /// same `port`, the same `offset`, or the same environment variable
+    /// (explicitly or by the default mapping: `web-x` and `web_x` are both
+    /// `WEB_X_PORT`), since one would silently overwrite the other.
+    fn check_services(&self) -> Result<()> {
+        let mut ports: BTreeMap<u16, &Service> = BTreeMap::new();
+        let mut offsets: BTreeMap<u16, &Service> = BTreeMap::new();
+        let mut envs: BTreeMap<&str, &Service> = BTreeMap::new();
+        for service in self.services.values() {
+            let clash = |first: &Service, what: String, hint: &str| {
+                Error::invalid(
+                    format!(
+                        "{}: services.{}: {what} as services.{} ({})",
+                        service.origin, service.tag, first.tag, first.origin
+                    ),
+                    Some(hint.to_string()),
+                )
+            };
+            if let Some(port) = service.port
+                && let Some(first) = ports.insert(port, service)
+            {
+                return Err(clash(
+                    first,
+                    format!("the same port {port}"),
+                    "give every service its own port",
+                ));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(format!("reading `{}`", path.display()), e)),
+            if let Some(offset) = service.offset
+                && let Some(first) = offsets.insert(offset, service)
+            {
+                return Err(clash(
+                    first,
+                    format!("the same offset {offset}"),
+                    "give every service its own offset",
+                ));
+            }
+            if let Some(first) = envs.insert(service.env.as_str(), service) {
+                let place = |s: &Service| match &s.env_origin {
+                    Origin::Default => format!("services.{} by default", s.tag),
+                    origin => format!("services.{}.env at {origin}", s.tag),
+                };
+                return Err(Error::invalid(
+                    format!(
+                        "{}: services.{}: the environment variable {} is chosen by {} and by {}",
+                        service.origin,
+                        service.tag,
+                        service.env,
+                        place(first),
+                        place(service)
+                    ),
+                    Some(format!(
+                        "set a distinct `env = \"NAME\"` in [services.{}]",
+                        service.tag
+                    )),
+                ));
+            }
         }
+        Ok(())
+    }
+
+    /// Warnings about a loaded configuration that are not errors, for
+    /// `validate`: a service whose `listen` binds an explicit `:0` gets a
+    /// kernel-chosen port, not its reserved one.
+    pub fn service_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for service in self.services.values() {
+            let Ok(specs) = service.listen_specs() else {
+                continue;
+            };
+            for (text, spec) in service.listen.iter().zip(&specs) {
+                if spec.explicit_port() == Some(0) {
+                    let origin = service
+                        .listen_origin
+                        .as_ref()
+                        .map_or_else(String::new, |o| format!("{o}: "));
+                    warnings.push(format!(
+                        "{origin}services.{}.listen: `{}` binds a kernel-chosen port, not the \
+                         service's reserved port; leave the port out or write `:{{port}}` to use it",
+                        service.tag,
+                        crate::text::quote_prefix(text)
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// Parses `text` (the contents of `path`) and applies it as one layer.
-    pub(crate) fn apply_text(&mut self, path: &Path, text: &str) -> Result<()> {
-        let layer = layer::parse(path, text)?;
+    pub(crate) fn apply_text(&mut self, path: &Path, text: &str, kind: LayerKind) -> Result<()> {
+        let layer = layer::parse(path, text, kind)?;
         self.files.push(path.to_path_buf());
         if let Some(pool) = layer.pool {
             self.pool = Some(pool);
@@ -243,21 +378,28 @@ impl Config {
                 env: String::new(),
                 listen: Vec::new(),
                 ready: None,
+                origin: patch.origin.clone(),
+                env_origin: Origin::Default,
+                listen_origin: None,
             });
             // `port` and `offset` exclude each other: a layer that sets one clears the other.
-            if let Some(port) = patch.port {
+            if let Some((port, origin)) = patch.port {
                 service.port = Some(port);
                 service.offset = None;
+                service.origin = origin;
             }
-            if let Some(offset) = patch.offset {
+            if let Some((offset, origin)) = patch.offset {
                 service.offset = Some(offset);
                 service.port = None;
+                service.origin = origin;
             }
-            if let Some(env) = patch.env {
+            if let Some((env, origin)) = patch.env {
                 service.env = env;
+                service.env_origin = origin;
             }
-            if let Some(listen) = patch.listen {
+            if let Some((listen, origin)) = patch.listen {
                 service.listen = listen;
+                service.listen_origin = Some(origin);
             }
             if let Some(ready) = patch.ready {
                 service.ready = Some(ready);
@@ -364,6 +506,65 @@ impl Config {
     }
 }
 
+/// The warning for a project file that another user owns.
+pub fn untrusted_warning(file: &Path, owner: u32) -> String {
+    format!(
+        "ignoring `{}`: it is owned by uid {owner}, not by you or root (a project file \
+         configures your ports and commands; `chown` it if it is yours)",
+        crate::text::escape_path(file)
+    )
+}
+
+/// Checks that the data dir, when it exists, is a directory owned by the
+/// current user and not writable by group or others (`0755` is fine): anyone
+/// who can write there can replace the registry and hand out its ports.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the directory, with a `chown`/`chmod` hint.
+pub fn check_data_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format!(
+                    "inspecting the data dir `{}`",
+                    crate::text::escape_path(dir)
+                ),
+                e,
+            ));
+        }
+    };
+    let shown = crate::text::escape_path(dir);
+    if !meta.is_dir() {
+        return Err(Error::invalid(
+            format!("the data dir `{shown}` is not a directory"),
+            Some("pass --data-dir with a directory, or move that file away".into()),
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::invalid(
+            format!(
+                "the data dir `{shown}` is owned by uid {}, not by you (uid {me})",
+                meta.uid()
+            ),
+            Some(format!(
+                "use a data dir of your own (--data-dir), or `chown {me} '{shown}'`"
+            )),
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(Error::invalid(
+            format!("the data dir `{shown}` is writable by group or others (mode {mode:04o})"),
+            Some(format!("run `chmod go-w '{shown}'`")),
+        ));
+    }
+    Ok(())
+}
+
 /// Prefixes an [`Error::Invalid`] message with where the value came from.
 fn in_context(context: &str, e: Error) -> Error {
     match e {
@@ -394,17 +595,17 @@ pub const TEMPLATE: &str = r#"# porthold project file. Reference: docs/config.md
 # Ports never handed out (e.g. a local database). Accumulates across layers.
 # exclude = [5432, "6379-6380"]
 
-[registry]
-# How long to wait for the registry's write lock.
-# busy_timeout = "5s"
-# data_dir = "/path/to/data"   # relative paths are relative to this file
+# Registry settings (`[registry] data_dir`, `busy_timeout`) belong in the user
+# config ~/.config/porthold/config.toml: a project file may not set them.
 
 # One table per service; the table name is the tag.
 [services.web]
 # Offsets keep services a fixed distance apart: web at base, api at base+1.
 offset = 0
 env = "WEB_PORT"
-# listen = ["web=tcp://127.0.0.1:0"]   # for `porthold run`
+# For `porthold run`: `{port}` (or no port) is this service's reserved port;
+# `:0` would be a kernel-chosen port instead.
+# listen = ["web=tcp://127.0.0.1:{port}"]
 # ready = "http:/health"               # listen, notify, tcp, http:/path, cmd:..., delay:500ms
 
 # [services.api]

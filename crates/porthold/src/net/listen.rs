@@ -9,6 +9,14 @@
 //! | `tcp://[::]:8080` | TCP on every IPv6 address; `IPV6_V6ONLY` on unless `?v6only=0` |
 //! | `udp://127.0.0.1:5353` | UDP |
 //! | `unix:///run/app.sock?mode=0660` | Unix stream socket, mode 0600 unless `mode=` |
+//! | `web=tcp://127.0.0.1:{port}`, `tcp://[::1]` | the key's reserved port (see below) |
+//!
+//! A TCP or UDP spec that leaves out the port or writes `{port}` stands for
+//! the key's reserved port: [`ListenSpec::needs_reserved_port`] says so, and
+//! the caller fills it in with [`ListenSpec::with_port`] before binding
+//! ([`bind`] refuses a spec whose port is still open). Port `0` stays
+//! "kernel-chosen". Names must be unique within one set of specs
+//! ([`validate_listen_specs`]).
 //!
 //! Kernel behaviour the code relies on:
 //! - TCP sockets get `SO_REUSEADDR` (a restart can bind while old connections
@@ -72,8 +80,40 @@ pub enum SpecKind {
 pub struct ListenSpec {
     /// The fd name (`LISTEN_FDNAMES` entry), when given.
     pub name: Option<String>,
-    /// What to bind.
+    /// What to bind. While [`ListenSpec::reserved_port`] is set, the port of
+    /// an IP address here is a placeholder `0`.
     pub kind: SpecKind,
+    /// The spec left out the port or wrote `{port}`: it binds the key's
+    /// reserved port, filled in by [`ListenSpec::with_port`].
+    pub reserved_port: bool,
+}
+
+/// The placeholder for the key's reserved port in a listen spec.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+/// Checks a set of specs that are bound together (one `run`, one service):
+/// socket names must be unique, since the server finds its sockets by name
+/// (`LISTEN_FDNAMES`). Unnamed specs share the name `unknown` and may repeat,
+/// as systemd allows.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the duplicated name.
+pub fn validate_listen_specs(specs: &[ListenSpec]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for spec in specs {
+        if let Some(name) = &spec.name
+            && !seen.insert(name.as_str())
+        {
+            return Err(Error::invalid(
+                format!(
+                    "the socket name `{}` is used by two listen specs",
+                    crate::text::quote_prefix(name)
+                ),
+                Some("give every listen spec its own NAME= (the server tells its sockets apart by name)".into()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks an fd name: 1–255 printable ASCII bytes, no `:` (the `LISTEN_FDNAMES` separator).
@@ -88,7 +128,7 @@ pub fn validate_fd_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(
-            format!("invalid socket name `{name}`"),
+            format!("invalid socket name `{}`", crate::text::quote_prefix(name)),
             Some("use 1-255 printable ASCII characters without `:` or spaces".into()),
         ))
     }
@@ -102,10 +142,13 @@ impl ListenSpec {
     pub fn parse(text: &str) -> Result<ListenSpec> {
         let bad = |why: &str| {
             Error::invalid(
-                format!("invalid listen spec `{text}`: {why}"),
+                format!(
+                    "invalid listen spec `{}`: {why}",
+                    crate::text::quote_prefix(text)
+                ),
                 Some(
-                    "write NAME=tcp://127.0.0.1:0, tcp://[::1]:8080?v6only=0, udp://127.0.0.1:0 \
-                     or unix:///path/sock?mode=0660"
+                    "write NAME=tcp://127.0.0.1:{port} (the reserved port), tcp://[::1]:8080?v6only=0, \
+                     udp://127.0.0.1:0 (kernel-chosen) or unix:///path/sock?mode=0660"
                         .into(),
                 ),
             )
@@ -140,11 +183,13 @@ impl ListenSpec {
                 _ => return Err(bad(&format!("unknown option `{option}`"))),
             }
         }
+        let mut reserved_port = false;
         let kind = match scheme {
             "tcp" | "udp" => {
-                let addr: SocketAddr = address
-                    .parse()
-                    .map_err(|_| bad("the address must be IP:PORT, with [brackets] for IPv6"))?;
+                let (addr, placeholder) = parse_ip_address(address).ok_or_else(|| {
+                    bad("the address must be IP:PORT, IP:{port} or IP, with [brackets] for IPv6")
+                })?;
+                reserved_port = placeholder;
                 if scheme == "tcp" {
                     SpecKind::Tcp { addr, v6only }
                 } else {
@@ -163,13 +208,64 @@ impl ListenSpec {
             }
             other => return Err(bad(&format!("unknown scheme `{other}`"))),
         };
-        Ok(ListenSpec { name, kind })
+        Ok(ListenSpec {
+            name,
+            kind,
+            reserved_port,
+        })
+    }
+
+    /// Whether this spec binds the key's reserved port (it left out the port
+    /// or wrote `{port}`) and so needs [`ListenSpec::with_port`] before binding.
+    pub fn needs_reserved_port(&self) -> bool {
+        self.reserved_port
+    }
+
+    /// This spec with its IP port set to `port` (the key's reserved port);
+    /// a Unix spec is returned unchanged.
+    #[must_use]
+    pub fn with_port(mut self, port: u16) -> ListenSpec {
+        match &mut self.kind {
+            SpecKind::Tcp { addr, .. } | SpecKind::Udp { addr, .. } => addr.set_port(port),
+            SpecKind::Unix { .. } => {}
+        }
+        self.reserved_port = false;
+        self
+    }
+
+    /// The explicit port of an IP spec: `Some(0)` for kernel-chosen, `None`
+    /// for a Unix spec or one that waits for the reserved port.
+    pub fn explicit_port(&self) -> Option<u16> {
+        match &self.kind {
+            SpecKind::Tcp { addr, .. } | SpecKind::Udp { addr, .. } if !self.reserved_port => {
+                Some(addr.port())
+            }
+            _ => None,
+        }
     }
 
     /// The fd name this spec's socket gets.
     pub fn fd_name(&self) -> &str {
         self.name.as_deref().unwrap_or(UNNAMED)
     }
+}
+
+/// `IP:PORT`, `IP:{port}` or a bare `IP` (`[::1]` for IPv6); the flag says
+/// the port is the reserved-port placeholder.
+fn parse_ip_address(address: &str) -> Option<(SocketAddr, bool)> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Some((addr, false));
+    }
+    let host = address
+        .strip_suffix(PORT_PLACEHOLDER)
+        .and_then(|h| h.strip_suffix(':'))
+        .unwrap_or(address);
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => IpAddr::V6(v6.parse().ok()?),
+        // A bare IPv6 address without brackets is refused: `::1:80` is ambiguous.
+        None => IpAddr::V4(host.parse().ok()?),
+    };
+    Some((SocketAddr::new(ip, 0), true))
 }
 
 /// The protocol of a bound socket.
@@ -217,6 +313,16 @@ impl BoundSocket {
 /// [`Error::PortTaken`] naming the listener when the address is in use (exit 3),
 /// [`Error::Invalid`] for a live or non-socket Unix path, [`Error::Io`] otherwise.
 pub fn bind(spec: &ListenSpec, backlog: u32) -> Result<BoundSocket> {
+    if spec.reserved_port {
+        // Binding the placeholder would silently give the server a random port.
+        return Err(Error::invalid(
+            format!(
+                "the listen spec for socket `{}` asks for the key's reserved port, which was not filled in",
+                spec.fd_name()
+            ),
+            Some("reserve a port for the key first (ListenSpec::with_port)".into()),
+        ));
+    }
     let backlog = i32::try_from(backlog.max(1)).unwrap_or(i32::MAX);
     let name = spec.fd_name().to_string();
     match &spec.kind {
@@ -401,6 +507,59 @@ mod tests {
             assert_eq!(spec.name.as_deref(), *name, "{text}");
             assert_eq!(&spec.kind, kind, "{text}");
         }
+    }
+
+    #[test]
+    fn a_missing_port_or_the_placeholder_means_the_reserved_port() {
+        for (text, addr) in [
+            ("web=tcp://127.0.0.1:{port}", "127.0.0.1:0"),
+            ("tcp://[::1]:{port}", "[::1]:0"),
+            ("tcp://127.0.0.1", "127.0.0.1:0"),
+            ("udp://[::]?v6only=0", "[::]:0"),
+        ] {
+            let spec = ListenSpec::parse(text).unwrap();
+            assert!(spec.needs_reserved_port(), "{text}");
+            assert_eq!(spec.explicit_port(), None, "{text}");
+            let filled = spec.with_port(20555);
+            assert!(!filled.needs_reserved_port(), "{text}");
+            let mut want: SocketAddr = addr.parse().unwrap();
+            want.set_port(20555);
+            match filled.kind {
+                SpecKind::Tcp { addr, .. } | SpecKind::Udp { addr, .. } => {
+                    assert_eq!(addr, want, "{text}")
+                }
+                SpecKind::Unix { .. } => panic!("{text}"),
+            }
+        }
+        let zero = ListenSpec::parse("tcp://127.0.0.1:0").unwrap();
+        assert!(!zero.needs_reserved_port());
+        assert_eq!(zero.explicit_port(), Some(0));
+        let err = bind(&ListenSpec::parse("tcp://127.0.0.1").unwrap(), 16).unwrap_err();
+        assert!(err.to_string().contains("reserved port"), "{err}");
+        for bad in [
+            "tcp://::1",
+            "tcp://127.0.0.1:{prot}",
+            "tcp://127.0.0.1:{port}x",
+        ] {
+            assert!(ListenSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicate_socket_names_are_refused() {
+        let specs = |texts: &[&str]| -> Vec<ListenSpec> {
+            texts
+                .iter()
+                .map(|t| ListenSpec::parse(t).unwrap())
+                .collect()
+        };
+        assert!(
+            validate_listen_specs(&specs(&["a=tcp://127.0.0.1:0", "b=udp://127.0.0.1:0"])).is_ok()
+        );
+        assert!(validate_listen_specs(&specs(&["tcp://127.0.0.1:0", "tcp://[::1]:0"])).is_ok());
+        let err = validate_listen_specs(&specs(&["web=tcp://127.0.0.1:0", "web=tcp://[::1]:0"]))
+            .unwrap_err();
+        assert!(err.to_string().contains("`web`"), "{err}");
     }
 
     #[test]

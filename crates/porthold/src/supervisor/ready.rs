@@ -541,8 +541,7 @@ mod tests {
             "cmd:",
             "cmd:  ",
             "delay:",
-            "delay:5",
-            "delay:1.5s",
+            "delay:5x",
             "tcp:80",
             "Listen",
         ] {
@@ -552,6 +551,10 @@ mod tests {
                 "{bad:?}: {err}"
             );
             assert_eq!(err.kind(), crate::ErrorKind::Usage);
+        }
+        // Durations accept bare seconds and decimals, as systemd does.
+        for good in ["delay:5", "delay:1.5s"] {
+            assert!(good.parse::<ReadyMode>().is_ok(), "{good}");
         }
     }
 
