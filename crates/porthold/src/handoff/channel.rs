@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustix::io::{FdFlags, fcntl_getfd, fcntl_setfd};
 
 use super::message::{Message, Role};
-use super::session::{HEARTBEAT_INTERVAL, SessionId};
+use super::session::{HEARTBEAT_INTERVAL, SessionId, out_frame};
 use super::{HANDOFF_FD_ENV, HANDOFF_ROLE_ENV};
 use crate::control::frame::{Frame, FrameError, FrameReader, send_frame};
 use crate::error::{Error, Result};
@@ -58,13 +58,16 @@ impl ChannelSender {
     /// # Errors
     /// [`FrameError`] when the peer is gone or stops reading.
     pub fn send_in(&self, session: Option<&SessionId>, msg: &Message) -> Result<(), FrameError> {
-        let (v, id) = match session {
-            Some(s) => (s.version, Some(s.id.as_str())),
-            None => (super::PROTOCOL_MAX, None),
-        };
-        let frame = Frame::new(v, id, msg)?;
+        self.send_frame(&out_frame(session, msg))
+    }
+
+    /// Sends a frame as it is (the supervisor's decisions come as frames).
+    ///
+    /// # Errors
+    /// [`FrameError`] when the peer is gone or stops reading.
+    pub fn send_frame(&self, frame: &Frame) -> Result<(), FrameError> {
         let _guard = lock(&self.inner.write);
-        send_frame(&self.inner.stream, &frame)
+        send_frame(&self.inner.stream, frame)
     }
 
     /// Sets the session that [`send`](Self::send) and heartbeats write for.

@@ -90,6 +90,22 @@ pub struct SessionId {
     pub id: String,
 }
 
+/// `msg` as a frame of `session`, or (before one exists) without id at the newest version.
+pub fn out_frame(session: Option<&SessionId>, msg: &Message) -> Frame {
+    let (v, id) = match session {
+        Some(s) => (s.version, Some(s.id.as_str())),
+        None => (PROTOCOL_MAX, None),
+    };
+    Frame {
+        v,
+        id: id.map(str::to_owned),
+        fds: 0,
+        // Invariant: a Message is plain data (strings and integers, no maps
+        // with non-string keys), which serde_json always turns into a Value.
+        msg: serde_json::to_value(msg).expect("a handoff message serialises"),
+    }
+}
+
 /// Parses a frame and checks what every frame of an open session must satisfy.
 fn check_frame(
     frame: &Frame,
@@ -205,7 +221,7 @@ pub enum SupervisorEvent {
 }
 
 /// What the supervisor must do with one frame or command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SupervisorDecision {
     /// Nothing to do (a heartbeat).
     Nothing,
@@ -213,8 +229,8 @@ pub enum SupervisorDecision {
     Discarded,
     /// Send `send` (if any) and act on `event` (if any).
     Proceed {
-        /// The message to send on this channel.
-        send: Option<Message>,
+        /// The frame to send on this channel.
+        send: Option<Frame>,
         /// What happened.
         event: Option<SupervisorEvent>,
     },
@@ -224,8 +240,8 @@ pub enum SupervisorDecision {
     Close {
         /// What was violated.
         violation: Violation,
-        /// The message to send before forgetting the session.
-        send: Option<Message>,
+        /// The frame to send before forgetting the session.
+        send: Option<Frame>,
     },
 }
 
@@ -294,7 +310,7 @@ impl SupervisorSession {
             (_, _, Message::Heartbeat { .. }) => return SupervisorDecision::Nothing,
             (Role::Incumbent, S::Draining, Message::Drained { open_connections }) => (
                 S::Sealing,
-                Some(Message::SealRequest),
+                Some(self.out(Message::SealRequest)),
                 Some(SupervisorEvent::Drained {
                     open_connections: *open_connections,
                 }),
@@ -311,11 +327,12 @@ impl SupervisorSession {
                 (S::Sealed, None, Some(SupervisorEvent::Sealed))
             }
             (Role::Incumbent, S::Sealing, Message::SealFailed { reason }) => {
+                let resume = self.out(Message::Resume {
+                    reason: format!("seal failed: {reason}"),
+                });
                 self.end_session();
                 return SupervisorDecision::Proceed {
-                    send: Some(Message::Resume {
-                        reason: format!("seal failed: {reason}"),
-                    }),
+                    send: Some(resume),
                     event: Some(SupervisorEvent::SealFailed {
                         reason: reason.clone(),
                     }),
@@ -389,7 +406,7 @@ impl SupervisorSession {
             Role::Successor => SupervisorState::AwaitBegin,
         };
         SupervisorDecision::Proceed {
-            send: Some(Message::HelloAck { version }),
+            send: Some(self.out(Message::HelloAck { version })),
             event: Some(SupervisorEvent::SessionOpened {
                 previous,
                 id,
@@ -399,6 +416,11 @@ impl SupervisorSession {
         }
     }
 
+    /// `msg` as a frame of the open session (or of none).
+    fn out(&self, msg: Message) -> Frame {
+        out_frame(self.session.as_ref(), &msg)
+    }
+
     fn end_session(&mut self) {
         self.state = SupervisorState::AwaitHello;
         self.session = None;
@@ -406,8 +428,10 @@ impl SupervisorSession {
     }
 
     fn close(&mut self, violation: Violation) -> SupervisorDecision {
-        let send = (self.role == Role::Incumbent).then(|| Message::Resume {
-            reason: violation.to_string(),
+        let send = (self.role == Role::Incumbent).then(|| {
+            self.out(Message::Resume {
+                reason: violation.to_string(),
+            })
         });
         self.end_session();
         SupervisorDecision::Close { violation, send }
@@ -418,13 +442,13 @@ impl SupervisorSession {
     ///
     /// # Errors
     /// [`HandoffError::NotNow`] unless the session is idle.
-    pub fn prepare(&mut self, now: Instant, deadline: Duration) -> Result<Message, HandoffError> {
+    pub fn prepare(&mut self, now: Instant, deadline: Duration) -> Result<Frame, HandoffError> {
         self.command(Role::Incumbent, SupervisorState::Idle, "prepare")?;
         self.state = SupervisorState::Draining;
         self.deadline = Some(now + deadline);
-        Ok(Message::PrepareHandoff {
+        Ok(self.out(Message::PrepareHandoff {
             deadline_ms: deadline.as_millis() as u64,
-        })
+        }))
     }
 
     /// Successor channel: the incumbent sealed; let the successor start, with
@@ -432,31 +456,31 @@ impl SupervisorSession {
     ///
     /// # Errors
     /// [`HandoffError::NotNow`] unless the successor's session is open and waiting.
-    pub fn begin(&mut self, now: Instant, deadline: Instant) -> Result<Message, HandoffError> {
+    pub fn begin(&mut self, now: Instant, deadline: Instant) -> Result<Frame, HandoffError> {
         self.command(Role::Successor, SupervisorState::AwaitBegin, "begin")?;
         self.state = SupervisorState::Starting;
         self.deadline = Some(deadline);
-        Ok(Message::Begin {
+        Ok(self.out(Message::Begin {
             deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
-        })
+        }))
     }
 
     /// Incumbent channel: the successor is ready. Returns `Commit` to send.
     ///
     /// # Errors
     /// [`HandoffError::NotNow`] unless the incumbent has sealed.
-    pub fn commit(&mut self) -> Result<Message, HandoffError> {
+    pub fn commit(&mut self) -> Result<Frame, HandoffError> {
         self.command(Role::Incumbent, SupervisorState::Sealed, "commit")?;
         self.state = SupervisorState::Committed;
         self.deadline = None;
-        Ok(Message::Commit)
+        Ok(self.out(Message::Commit))
     }
 
     /// Incumbent channel: abandon the attempt (deadline, successor failed,
     /// heartbeats lost). Returns the `Resume` to send, or `None` when no
     /// session is open. The caller must have killed the successor's process
     /// tree first when the incumbent has sealed: the incumbent re-acquires the lock.
-    pub fn abort(&mut self, reason: &str) -> Option<Message> {
+    pub fn abort(&mut self, reason: &str) -> Option<Frame> {
         if self.role != Role::Incumbent
             || matches!(
                 self.state,
@@ -465,10 +489,11 @@ impl SupervisorSession {
         {
             return None;
         }
-        self.end_session();
-        Some(Message::Resume {
+        let resume = self.out(Message::Resume {
             reason: reason.to_string(),
-        })
+        });
+        self.end_session();
+        Some(resume)
     }
 
     /// Checks the clock: `Err` when the attempt's deadline passed or the peer
@@ -825,5 +850,196 @@ impl GenerationSession {
         }
         self.state = to;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(session: Option<&SessionId>) -> Frame {
+        out_frame(session, &Message::Heartbeat { seq: 9 })
+    }
+
+    /// Feeds a supervisor frame to the generation and returns its decision.
+    fn to_gen(g: &mut GenerationSession, f: Frame) -> GenerationDecision {
+        g.on_frame(&f, Instant::now())
+    }
+
+    fn emit(
+        g: &mut GenerationSession,
+        step: impl FnOnce(&mut GenerationSession) -> Result<Message, HandoffError>,
+    ) -> Frame {
+        let msg = step(g).unwrap();
+        out_frame(g.session(), &msg)
+    }
+
+    fn sent(d: SupervisorDecision) -> Frame {
+        match d {
+            SupervisorDecision::Proceed { send: Some(f), .. } => f,
+            other => panic!("expected a frame to send, got {other:?}"),
+        }
+    }
+
+    /// A heartbeat in the current state changes nothing, on both machines.
+    fn heartbeat_is_legal(s: &mut SupervisorSession, g: &mut GenerationSession) {
+        let (ss, gs) = (s.state(), g.state());
+        let d = s.on_frame(&hb(g.session()), Instant::now());
+        let expect = if ss == SupervisorState::AwaitHello {
+            SupervisorDecision::Discarded
+        } else {
+            SupervisorDecision::Nothing
+        };
+        assert_eq!(d, expect, "supervisor in {ss:?}");
+        assert_eq!(s.state(), ss);
+        assert_eq!(to_gen(g, hb(s.session())), GenerationDecision::Nothing, "generation in {gs:?}");
+        assert_eq!(g.state(), gs);
+    }
+
+    #[test]
+    fn heartbeats_are_legal_in_every_state_of_a_whole_handoff() {
+        let now = Instant::now();
+        let mut inc_sup = SupervisorSession::new(Role::Incumbent, now);
+        let mut inc = GenerationSession::new(Role::Incumbent, 10, "old", now);
+        let mut suc_sup = SupervisorSession::new(Role::Successor, now);
+        let mut suc = GenerationSession::new(Role::Successor, 11, "new", now);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+        heartbeat_is_legal(&mut suc_sup, &mut suc);
+
+        let ack = sent(inc_sup.on_frame(&out_frame(None, &inc.hello()), now));
+        assert_eq!(to_gen(&mut inc, ack), GenerationDecision::Opened);
+        assert_eq!(inc_sup.state(), SupervisorState::Idle);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+
+        let prepare = inc_sup.prepare(now, Duration::from_secs(5)).unwrap();
+        assert!(matches!(to_gen(&mut inc, prepare), GenerationDecision::Drain { deadline } if deadline == Duration::from_secs(5)));
+        assert_eq!(inc.state(), GenerationState::Draining);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+        let drained = emit(&mut inc, |g| g.drained(2));
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+        let seal = sent(inc_sup.on_frame(&drained, now));
+        assert_eq!(inc_sup.state(), SupervisorState::Sealing);
+        assert_eq!(to_gen(&mut inc, seal), GenerationDecision::Seal);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+        let progress = emit(&mut inc, |g| g.seal_progress(1, 2));
+        assert!(matches!(
+            inc_sup.on_frame(&progress, now),
+            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::SealProgress { done: 1, total: 2 }) }
+        ));
+        let complete = emit(&mut inc, |g| g.sealed());
+        assert_eq!(
+            inc_sup.on_frame(&complete, now),
+            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::Sealed) }
+        );
+        assert_eq!(inc_sup.state(), SupervisorState::Sealed);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+
+        let ack = sent(suc_sup.on_frame(&out_frame(None, &suc.hello()), now));
+        assert_eq!(to_gen(&mut suc, ack), GenerationDecision::Opened);
+        heartbeat_is_legal(&mut suc_sup, &mut suc);
+        let begin = suc_sup.begin(now, now + Duration::from_secs(3)).unwrap();
+        assert!(matches!(to_gen(&mut suc, begin), GenerationDecision::Start { .. }));
+        heartbeat_is_legal(&mut suc_sup, &mut suc);
+        let ready = emit(&mut suc, |g| g.ready());
+        assert_eq!(
+            suc_sup.on_frame(&ready, now),
+            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::Ready) }
+        );
+        // The successor's channel is now an incumbent channel awaiting Hello.
+        assert_eq!((suc_sup.role(), suc_sup.state()), (Role::Incumbent, SupervisorState::AwaitHello));
+        suc.become_incumbent();
+        heartbeat_is_legal(&mut suc_sup, &mut suc);
+
+        let commit = inc_sup.commit().unwrap();
+        assert_eq!(to_gen(&mut inc, commit), GenerationDecision::Exit);
+        heartbeat_is_legal(&mut inc_sup, &mut inc);
+
+        let ack = sent(suc_sup.on_frame(&out_frame(None, &suc.hello()), now));
+        assert_eq!(to_gen(&mut suc, ack), GenerationDecision::Opened);
+        assert_eq!(suc_sup.state(), SupervisorState::Idle);
+    }
+
+    #[test]
+    fn a_failed_seal_is_answered_with_resume_in_the_same_session() {
+        let now = Instant::now();
+        let mut s = SupervisorSession::new(Role::Incumbent, now);
+        let mut g = GenerationSession::new(Role::Incumbent, 10, "old", now);
+        let hello = out_frame(None, &g.hello());
+        to_gen(&mut g, sent(s.on_frame(&hello, now)));
+        to_gen(&mut g, s.prepare(now, Duration::from_secs(1)).unwrap());
+        let seal = sent(s.on_frame(&emit(&mut g, |g| g.drained(0)), now));
+        to_gen(&mut g, seal);
+        let failed = emit(&mut g, |g| g.seal_failed("disk full"));
+        let resume = sent(s.on_frame(&failed, now));
+        assert_eq!(s.state(), SupervisorState::AwaitHello);
+        assert!(matches!(
+            to_gen(&mut g, resume),
+            GenerationDecision::Rollback { relock: false, was_paused: true, violation: None, .. }
+        ));
+    }
+
+    #[test]
+    fn the_deadline_and_silence_are_failures_of_the_attempt() {
+        let now = Instant::now();
+        let mut s = SupervisorSession::new(Role::Incumbent, now);
+        let g = GenerationSession::new(Role::Incumbent, 10, "old", now);
+        s.on_frame(&out_frame(None, &g.hello()), now);
+        s.prepare(now, Duration::from_millis(500)).unwrap();
+        assert!(s.check_time(now + Duration::from_millis(499)).is_ok());
+        assert!(matches!(
+            s.check_time(now + Duration::from_millis(500)),
+            Err(HandoffError::DeadlineExpired { state: "draining" })
+        ));
+        let mut idle = SupervisorSession::new(Role::Incumbent, now);
+        idle.on_frame(&out_frame(None, &g.hello()), now);
+        assert!(idle.check_time(now + heartbeat_timeout()).is_ok());
+        assert!(matches!(
+            idle.check_time(now + heartbeat_timeout() + Duration::from_millis(1)),
+            Err(HandoffError::HeartbeatLost)
+        ));
+    }
+
+    #[test]
+    fn supervisor_closes_on_out_of_order_wrong_id_and_wrong_direction() {
+        let now = Instant::now();
+        let open = || {
+            let mut s = SupervisorSession::new(Role::Incumbent, now);
+            let g = GenerationSession::new(Role::Incumbent, 10, "old", now);
+            s.on_frame(&out_frame(None, &g.hello()), now);
+            s
+        };
+        let mut s = open();
+        // Every session gets a fresh id; the cases are built for the first and
+        // each later one is re-addressed to the session it is fed to.
+        let sid = s.session().cloned().unwrap();
+        let cases = [
+            (out_frame(Some(&sid), &Message::SealComplete), ViolationKind::OutOfOrder),
+            (out_frame(Some(&sid), &Message::Ready), ViolationKind::WrongDirection),
+            (out_frame(Some(&sid), &Message::Commit), ViolationKind::WrongDirection),
+            (
+                out_frame(Some(&SessionId { version: 1, id: "other".into() }), &Message::Heartbeat { seq: 1 }),
+                ViolationKind::WrongId,
+            ),
+            (
+                out_frame(Some(&SessionId { version: 2, id: sid.id.clone() }), &Message::Heartbeat { seq: 1 }),
+                ViolationKind::WrongVersion,
+            ),
+        ];
+        for (mut frame, kind) in cases {
+            let sid = s.session().cloned().unwrap();
+            if kind != ViolationKind::WrongId {
+                frame.id = Some(sid.id.clone());
+            }
+            match s.on_frame(&frame, now) {
+                SupervisorDecision::Close { violation, send: Some(resume) } => {
+                    assert_eq!(violation.kind, kind);
+                    assert_eq!(resume.id.as_deref(), Some(sid.id.as_str()), "Resume is sent in the closed session");
+                    assert_eq!(resume.msg["type"], "resume");
+                }
+                other => panic!("{kind:?}: {other:?}"),
+            }
+            assert_eq!(s.state(), SupervisorState::AwaitHello);
+            s = open();
+        }
     }
 }
