@@ -272,8 +272,10 @@ impl<R: Read> FrameReader<R> {
 
 /// Writes one frame to any byte sink.
 ///
-/// Over a socket, prefer [`send_frame`]: a plain `write` to a socket whose peer
-/// is gone raises `SIGPIPE` unless the process ignores it.
+/// Over a socket, prefer [`send_frame`]: a plain `write(2)` to a socket whose
+/// peer is gone raises `SIGPIPE` unless the process ignores it. (std's own
+/// `UnixStream` writes already pass `MSG_NOSIGNAL`; a `File` over a socket fd
+/// does not.)
 ///
 /// # Errors
 /// The encoder's errors and [`FrameError::Io`].
