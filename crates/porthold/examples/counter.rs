@@ -84,7 +84,9 @@ fn write_stored(dir: &Path, stored: Stored) -> std::io::Result<()> {
 fn open_state(dir: &Path) -> Result<(u64, u64), String> {
     let stored = read_stored(dir)?;
     let generation = match std::env::var("PORTHOLD_GENERATION") {
-        Ok(g) => g.parse().map_err(|_| format!("PORTHOLD_GENERATION={g} is not a number"))?,
+        Ok(g) => g
+            .parse()
+            .map_err(|_| format!("PORTHOLD_GENERATION={g} is not a number"))?,
         Err(_) => stored.generation + 1,
     };
     Ok((stored.value, generation))
@@ -233,7 +235,10 @@ pub fn run(args: Vec<std::ffi::OsString>) -> Result<(), String> {
     if sockets.is_empty() {
         return Err("no listening socket passed (LISTEN_FDS)".into());
     }
-    let listener = sockets.remove(0).into_tcp_listener().map_err(|e| e.to_string())?;
+    let listener = sockets
+        .remove(0)
+        .into_tcp_listener()
+        .map_err(|e| e.to_string())?;
     let role = porthold::handoff::role_from_env().map_err(|e| e.to_string())?;
 
     let successor = match role {

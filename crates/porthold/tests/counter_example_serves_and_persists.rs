@@ -59,7 +59,8 @@ struct Client {
 impl Client {
     fn connect(listener: &TcpListener) -> Client {
         let conn = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         Client {
             reader: BufReader::new(conn.try_clone().unwrap()),
             writer: conn,
@@ -67,7 +68,9 @@ impl Client {
     }
 
     fn ask(&mut self, command: &str) -> String {
-        self.writer.write_all(format!("{command}\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{command}\n").as_bytes())
+            .unwrap();
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
         assert!(line.ends_with('\n'), "a whole line: {line:?}");
@@ -99,7 +102,10 @@ fn incr_and_get_answer_and_acknowledged_values_survive_a_kill_and_restart() {
     assert_eq!(b.ask("incr"), "3");
     assert_eq!(a.ask("get"), "3");
     assert!(b.ask("frobnicate").starts_with("error"));
-    assert_eq!(stored(state.path()), serde_json::json!({"value": 3, "generation": 1}));
+    assert_eq!(
+        stored(state.path()),
+        serde_json::json!({"value": 3, "generation": 1})
+    );
     stop(first);
 
     // Nobody accepts now, but the socket is still bound and listening.
@@ -107,7 +113,10 @@ fn incr_and_get_answer_and_acknowledged_values_survive_a_kill_and_restart() {
     let second = spawn(&listener, state.path());
     assert_eq!(waiting.ask("get"), "3");
     assert_eq!(waiting.ask("incr"), "4");
-    assert_eq!(stored(state.path()), serde_json::json!({"value": 4, "generation": 2}));
+    assert_eq!(
+        stored(state.path()),
+        serde_json::json!({"value": 4, "generation": 2})
+    );
     stop(second);
 }
 

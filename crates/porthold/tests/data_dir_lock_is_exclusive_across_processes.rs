@@ -13,7 +13,13 @@ const DIR: &str = "PORTHOLD_TEST_LOCK_DIR";
 
 fn child(dir: &Path, role: &str) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_role", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "child_role",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env(ROLE, role)
         .env(DIR, dir)
         .stdin(Stdio::piped())

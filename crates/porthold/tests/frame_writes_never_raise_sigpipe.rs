@@ -15,7 +15,13 @@ const ROLE: &str = "PORTHOLD_TEST_SIGPIPE_ROLE";
 
 fn run_child(role: &str) -> std::process::ExitStatus {
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_role", "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .args([
+            "child_role",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
         .env(ROLE, role)
         .status()
         .unwrap()
@@ -31,7 +37,12 @@ fn child_role() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let (a, b) = UnixStream::pair().unwrap();
     drop(b);
-    let frame = Frame::new(1, Some("x"), &serde_json::json!({"type": "heartbeat", "seq": 1})).unwrap();
+    let frame = Frame::new(
+        1,
+        Some("x"),
+        &serde_json::json!({"type": "heartbeat", "seq": 1}),
+    )
+    .unwrap();
     match role.as_str() {
         "plain-write" => {
             // write(2) on the socket, as any fd-level writer (a File over a

@@ -31,7 +31,10 @@ enum Behaviour {
 #[derive(Debug)]
 enum Ended {
     /// Served as the next incumbent until its channel closed; the state it read.
-    Served { value: u64, served: Served },
+    Served {
+        value: u64,
+        served: Served,
+    },
     Crashed,
     Killed,
 }

@@ -329,14 +329,19 @@ mod tests {
         let mut d = FrameDecoder::new();
         d.feed(&bytes[..bytes.len() - 1]);
         assert!(d.next_frame().unwrap().is_none());
-        assert!(matches!(d.finish(), Err(FrameError::Truncated { have, need })
-            if have == bytes.len() - 1 && need == bytes.len()));
+        assert!(
+            matches!(d.finish(), Err(FrameError::Truncated { have, need })
+            if have == bytes.len() - 1 && need == bytes.len())
+        );
         d.feed(&bytes[bytes.len() - 1..]);
         assert_eq!(d.next_frame().unwrap(), Some(sample(7)));
         d.finish().unwrap();
         let mut cut = FrameDecoder::new();
         cut.feed(&[0, 0]);
-        assert!(matches!(cut.finish(), Err(FrameError::Truncated { have: 2, need: 4 })));
+        assert!(matches!(
+            cut.finish(),
+            Err(FrameError::Truncated { have: 2, need: 4 })
+        ));
     }
 
     #[test]
@@ -345,7 +350,10 @@ mod tests {
             let mut d = FrameDecoder::new();
             d.feed(&(body.len() as u32).to_be_bytes());
             d.feed(body);
-            assert!(matches!(d.next_frame(), Err(FrameError::BadJson(_))), "{body:?}");
+            assert!(
+                matches!(d.next_frame(), Err(FrameError::BadJson(_))),
+                "{body:?}"
+            );
         }
     }
 

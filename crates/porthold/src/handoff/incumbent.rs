@@ -70,8 +70,12 @@ impl Incumbent {
     /// when `Hello` cannot be sent.
     pub fn new(stream: UnixStream, lock: DataDirLock, build_id: &str) -> Result<Incumbent> {
         let channel = Channel::new(stream)?;
-        let machine =
-            GenerationSession::new(Role::Incumbent, std::process::id(), build_id, Instant::now());
+        let machine = GenerationSession::new(
+            Role::Incumbent,
+            std::process::id(),
+            build_id,
+            Instant::now(),
+        );
         Incumbent::start(channel, machine, lock)
     }
 

@@ -768,7 +768,11 @@ impl GenerationSession {
     /// # Errors
     /// [`HandoffError::NotNow`] outside `Draining`.
     pub fn drained(&mut self, open_connections: u64) -> Result<Message, HandoffError> {
-        self.local(GenerationState::Draining, GenerationState::Drained, "drained")?;
+        self.local(
+            GenerationState::Draining,
+            GenerationState::Drained,
+            "drained",
+        )?;
         Ok(Message::Drained { open_connections })
     }
 
@@ -777,7 +781,11 @@ impl GenerationSession {
     /// # Errors
     /// [`HandoffError::NotNow`] outside `Sealing`.
     pub fn seal_progress(&mut self, done: u64, total: u64) -> Result<Message, HandoffError> {
-        self.local(GenerationState::Sealing, GenerationState::Sealing, "seal_progress")?;
+        self.local(
+            GenerationState::Sealing,
+            GenerationState::Sealing,
+            "seal_progress",
+        )?;
         Ok(Message::SealProgress { done, total })
     }
 
@@ -795,7 +803,11 @@ impl GenerationSession {
     /// # Errors
     /// [`HandoffError::NotNow`] outside `Sealing`.
     pub fn seal_failed(&mut self, reason: &str) -> Result<Message, HandoffError> {
-        self.local(GenerationState::Sealing, GenerationState::SealFailed, "seal_failed")?;
+        self.local(
+            GenerationState::Sealing,
+            GenerationState::SealFailed,
+            "seal_failed",
+        )?;
         Ok(Message::SealFailed {
             reason: reason.to_string(),
         })
@@ -892,7 +904,11 @@ mod tests {
         };
         assert_eq!(d, expect, "supervisor in {ss:?}");
         assert_eq!(s.state(), ss);
-        assert_eq!(to_gen(g, hb(s.session())), GenerationDecision::Nothing, "generation in {gs:?}");
+        assert_eq!(
+            to_gen(g, hb(s.session())),
+            GenerationDecision::Nothing,
+            "generation in {gs:?}"
+        );
         assert_eq!(g.state(), gs);
     }
 
@@ -912,7 +928,9 @@ mod tests {
         heartbeat_is_legal(&mut inc_sup, &mut inc);
 
         let prepare = inc_sup.prepare(now, Duration::from_secs(5)).unwrap();
-        assert!(matches!(to_gen(&mut inc, prepare), GenerationDecision::Drain { deadline } if deadline == Duration::from_secs(5)));
+        assert!(
+            matches!(to_gen(&mut inc, prepare), GenerationDecision::Drain { deadline } if deadline == Duration::from_secs(5))
+        );
         assert_eq!(inc.state(), GenerationState::Draining);
         heartbeat_is_legal(&mut inc_sup, &mut inc);
         let drained = emit(&mut inc, |g| g.drained(2));
@@ -924,12 +942,18 @@ mod tests {
         let progress = emit(&mut inc, |g| g.seal_progress(1, 2));
         assert!(matches!(
             inc_sup.on_frame(&progress, now),
-            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::SealProgress { done: 1, total: 2 }) }
+            SupervisorDecision::Proceed {
+                send: None,
+                event: Some(SupervisorEvent::SealProgress { done: 1, total: 2 })
+            }
         ));
         let complete = emit(&mut inc, |g| g.sealed());
         assert_eq!(
             inc_sup.on_frame(&complete, now),
-            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::Sealed) }
+            SupervisorDecision::Proceed {
+                send: None,
+                event: Some(SupervisorEvent::Sealed)
+            }
         );
         assert_eq!(inc_sup.state(), SupervisorState::Sealed);
         heartbeat_is_legal(&mut inc_sup, &mut inc);
@@ -938,15 +962,24 @@ mod tests {
         assert_eq!(to_gen(&mut suc, ack), GenerationDecision::Opened);
         heartbeat_is_legal(&mut suc_sup, &mut suc);
         let begin = suc_sup.begin(now, now + Duration::from_secs(3)).unwrap();
-        assert!(matches!(to_gen(&mut suc, begin), GenerationDecision::Start { .. }));
+        assert!(matches!(
+            to_gen(&mut suc, begin),
+            GenerationDecision::Start { .. }
+        ));
         heartbeat_is_legal(&mut suc_sup, &mut suc);
         let ready = emit(&mut suc, |g| g.ready());
         assert_eq!(
             suc_sup.on_frame(&ready, now),
-            SupervisorDecision::Proceed { send: None, event: Some(SupervisorEvent::Ready) }
+            SupervisorDecision::Proceed {
+                send: None,
+                event: Some(SupervisorEvent::Ready)
+            }
         );
         // The successor's channel is now an incumbent channel awaiting Hello.
-        assert_eq!((suc_sup.role(), suc_sup.state()), (Role::Incumbent, SupervisorState::AwaitHello));
+        assert_eq!(
+            (suc_sup.role(), suc_sup.state()),
+            (Role::Incumbent, SupervisorState::AwaitHello)
+        );
         suc.become_incumbent();
         heartbeat_is_legal(&mut suc_sup, &mut suc);
 
@@ -974,7 +1007,12 @@ mod tests {
         assert_eq!(s.state(), SupervisorState::AwaitHello);
         assert!(matches!(
             to_gen(&mut g, resume),
-            GenerationDecision::Rollback { relock: false, was_paused: true, violation: None, .. }
+            GenerationDecision::Rollback {
+                relock: false,
+                was_paused: true,
+                violation: None,
+                ..
+            }
         ));
     }
 
@@ -1013,15 +1051,36 @@ mod tests {
         // each later one is re-addressed to the session it is fed to.
         let sid = s.session().cloned().unwrap();
         let cases = [
-            (out_frame(Some(&sid), &Message::SealComplete), ViolationKind::OutOfOrder),
-            (out_frame(Some(&sid), &Message::Ready), ViolationKind::WrongDirection),
-            (out_frame(Some(&sid), &Message::Commit), ViolationKind::WrongDirection),
             (
-                out_frame(Some(&SessionId { version: 1, id: "other".into() }), &Message::Heartbeat { seq: 1 }),
+                out_frame(Some(&sid), &Message::SealComplete),
+                ViolationKind::OutOfOrder,
+            ),
+            (
+                out_frame(Some(&sid), &Message::Ready),
+                ViolationKind::WrongDirection,
+            ),
+            (
+                out_frame(Some(&sid), &Message::Commit),
+                ViolationKind::WrongDirection,
+            ),
+            (
+                out_frame(
+                    Some(&SessionId {
+                        version: 1,
+                        id: "other".into(),
+                    }),
+                    &Message::Heartbeat { seq: 1 },
+                ),
                 ViolationKind::WrongId,
             ),
             (
-                out_frame(Some(&SessionId { version: 2, id: sid.id.clone() }), &Message::Heartbeat { seq: 1 }),
+                out_frame(
+                    Some(&SessionId {
+                        version: 2,
+                        id: sid.id.clone(),
+                    }),
+                    &Message::Heartbeat { seq: 1 },
+                ),
                 ViolationKind::WrongVersion,
             ),
         ];
@@ -1031,9 +1090,16 @@ mod tests {
                 frame.id = Some(sid.id.clone());
             }
             match s.on_frame(&frame, now) {
-                SupervisorDecision::Close { violation, send: Some(resume) } => {
+                SupervisorDecision::Close {
+                    violation,
+                    send: Some(resume),
+                } => {
                     assert_eq!(violation.kind, kind);
-                    assert_eq!(resume.id.as_deref(), Some(sid.id.as_str()), "Resume is sent in the closed session");
+                    assert_eq!(
+                        resume.id.as_deref(),
+                        Some(sid.id.as_str()),
+                        "Resume is sent in the closed session"
+                    );
                     assert_eq!(resume.msg["type"], "resume");
                 }
                 other => panic!("{kind:?}: {other:?}"),

@@ -51,8 +51,12 @@ impl Successor {
     /// [`crate::Error::Io`], [`crate::Error::Frame`].
     pub fn new(stream: UnixStream, build_id: &str) -> Result<Successor> {
         let channel = Channel::new(stream)?;
-        let machine =
-            GenerationSession::new(Role::Successor, std::process::id(), build_id, Instant::now());
+        let machine = GenerationSession::new(
+            Role::Successor,
+            std::process::id(),
+            build_id,
+            Instant::now(),
+        );
         channel.sender().send(&machine.hello())?;
         let heartbeat = channel.sender().start_heartbeat();
         Ok(Successor {
@@ -92,7 +96,9 @@ impl Successor {
             match decision {
                 GenerationDecision::Nothing => {}
                 GenerationDecision::Opened => {
-                    self.channel.sender().set_session(self.machine.session().cloned());
+                    self.channel
+                        .sender()
+                        .set_session(self.machine.session().cloned());
                 }
                 GenerationDecision::Start { deadline } => {
                     return Ok(Begun {

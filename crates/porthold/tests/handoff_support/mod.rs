@@ -41,7 +41,8 @@ impl IncumbentHooks for Recorder {
         0
     }
     fn seal(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
-        std::fs::write(self.dir.join("state"), self.value.to_string()).map_err(|e| e.to_string())?;
+        std::fs::write(self.dir.join("state"), self.value.to_string())
+            .map_err(|e| e.to_string())?;
         progress(1, 1);
         let _ = self.events.send(Hook::Sealed);
         Ok(())
@@ -177,10 +178,10 @@ impl Supervised {
     pub fn until(&mut self, want: impl Fn(&SupervisorEvent) -> bool) -> SupervisorEvent {
         let give_up = Instant::now() + HANG;
         while Instant::now() < give_up {
-            if let Some(e) = self.pump().expect("supervisor channel") {
-                if want(&e) {
-                    return e;
-                }
+            if let Some(e) = self.pump().expect("supervisor channel")
+                && want(&e)
+            {
+                return e;
             }
         }
         panic!("no matching event within {HANG:?}");
