@@ -228,8 +228,27 @@ fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, String> {
     })
 }
 
-/// The whole server; `args` without the program name.
+/// The whole server; `args` without the program name. The handoff role and
+/// channel come from `PORTHOLD_HANDOFF_ROLE` / `PORTHOLD_HANDOFF_FD`.
 pub fn run(args: Vec<std::ffi::OsString>) -> Result<(), String> {
+    let role = porthold::handoff::role_from_env().map_err(|e| e.to_string())?;
+    let handoff = match role {
+        Some(role) => {
+            let channel = porthold::handoff::channel_from_env()
+                .map_err(|e| e.to_string())?
+                .ok_or("PORTHOLD_HANDOFF_ROLE is set but PORTHOLD_HANDOFF_FD is not")?;
+            Some((role, channel))
+        }
+        None => None,
+    };
+    run_with(args, handoff)
+}
+
+/// The whole server, with the handoff role and channel given (or none: a plain server).
+pub fn run_with(
+    args: Vec<std::ffi::OsString>,
+    handoff: Option<(Role, std::os::unix::net::UnixStream)>,
+) -> Result<(), String> {
     let args = parse_args(args)?;
     let mut sockets = porthold::activation::listeners().map_err(|e| e.to_string())?;
     if sockets.is_empty() {
@@ -239,13 +258,15 @@ pub fn run(args: Vec<std::ffi::OsString>) -> Result<(), String> {
         .remove(0)
         .into_tcp_listener()
         .map_err(|e| e.to_string())?;
-    let role = porthold::handoff::role_from_env().map_err(|e| e.to_string())?;
-
+    let (role, channel) = match handoff {
+        Some((role, channel)) => (Some(role), Some(channel)),
+        None => (None, None),
+    };
+    let mut channel = channel;
     let successor = match role {
         Some(Role::Successor) => {
-            let successor = Successor::from_env(BUILD_ID)
-                .map_err(|e| e.to_string())?
-                .ok_or("PORTHOLD_HANDOFF_ROLE=successor without PORTHOLD_HANDOFF_FD")?;
+            let stream = channel.take().ok_or("no handoff channel")?;
+            let successor = Successor::new(stream, BUILD_ID).map_err(|e| e.to_string())?;
             let begun = successor.wait_begin().map_err(|e| e.to_string())?;
             if let Some(flag) = &args.hang_after_begin_if
                 && flag.exists()
@@ -284,9 +305,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> Result<(), String> {
     let incumbent = match (role, successor) {
         (Some(Role::Successor), Some(begun)) => Some(begun.ready(lock).map_err(|e| e.to_string())?),
         (Some(Role::Incumbent), _) => Some(
-            Incumbent::from_env(lock, BUILD_ID)
-                .map_err(|e| e.to_string())?
-                .ok_or("PORTHOLD_HANDOFF_ROLE=incumbent without PORTHOLD_HANDOFF_FD")?,
+            Incumbent::new(channel.take().ok_or("no handoff channel")?, lock, BUILD_ID)
+                .map_err(|e| e.to_string())?,
         ),
         _ => {
             // A plain server: hold the lock for as long as we serve.

@@ -12,7 +12,10 @@ fn doc() -> String {
 /// The contents of the first fenced block tagged `tag`.
 fn block(doc: &str, tag: &str) -> String {
     let open = format!("```{tag}\n");
-    let start = doc.find(&open).unwrap_or_else(|| panic!("no ```{tag} block")) + open.len();
+    let start = doc
+        .find(&open)
+        .unwrap_or_else(|| panic!("no ```{tag} block"))
+        + open.len();
     let end = start + doc[start..].find("```").expect("closed block");
     doc[start..end].to_string()
 }
@@ -38,6 +41,9 @@ fn the_example_bytes_decode_to_the_example_json() {
 
 #[test]
 fn the_documented_cap_is_the_code_s() {
-    assert!(doc().contains(&format!("`MAX_FRAME` = {MAX_FRAME} bytes")), "docs state MAX_FRAME as a number");
+    assert!(
+        doc().contains(&format!("`MAX_FRAME` = {MAX_FRAME} bytes")),
+        "docs state MAX_FRAME as a number"
+    );
     assert_eq!(MAX_FRAME, 1 << 20, "1 MiB, as the docs say");
 }

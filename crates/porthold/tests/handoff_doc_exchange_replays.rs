@@ -23,7 +23,10 @@ fn exchange() -> Vec<(String, Frame)> {
         .lines()
         .map(|line| {
             let (dir, json) = line.split_once(' ').expect("DIR JSON");
-            (dir.to_string(), serde_json::from_str(json).expect("a frame"))
+            (
+                dir.to_string(),
+                serde_json::from_str(json).expect("a frame"),
+            )
         })
         .collect()
 }
@@ -53,7 +56,10 @@ fn generation_machines_accept_porthold_frames_and_produce_their_own() {
                 let g = if dir == "P>I" { &mut inc } else { &mut suc };
                 let decision = g.on_frame(frame, now);
                 assert!(
-                    !matches!(decision, GenerationDecision::Rollback { .. } | GenerationDecision::Fail(_)),
+                    !matches!(
+                        decision,
+                        GenerationDecision::Rollback { .. } | GenerationDecision::Fail(_)
+                    ),
                     "{dir} {frame:?} -> {decision:?}"
                 );
             }
@@ -79,7 +85,10 @@ fn generation_machines_accept_porthold_frames_and_produce_their_own() {
             other => panic!("unknown direction {other}"),
         }
     }
-    assert_eq!(inc.state(), porthold::handoff::session::GenerationState::Committed);
+    assert_eq!(
+        inc.state(),
+        porthold::handoff::session::GenerationState::Committed
+    );
     assert_eq!(suc.role(), Role::Incumbent);
 }
 
@@ -120,13 +129,15 @@ fn supervisor_machines_produce_porthold_frames() {
                 let produced = if pending.is_empty() {
                     // Frames porthold sends on its own initiative.
                     match msg(&frame) {
-                        Message::Heartbeat { seq } => out_frame(inc.session(), &Message::Heartbeat { seq }),
-                        Message::PrepareHandoff { deadline_ms } => {
-                            inc.prepare(now, Duration::from_millis(deadline_ms)).unwrap()
+                        Message::Heartbeat { seq } => {
+                            out_frame(inc.session(), &Message::Heartbeat { seq })
                         }
-                        Message::Begin { deadline_ms } => {
-                            suc.begin(now, now + Duration::from_millis(deadline_ms)).unwrap()
-                        }
+                        Message::PrepareHandoff { deadline_ms } => inc
+                            .prepare(now, Duration::from_millis(deadline_ms))
+                            .unwrap(),
+                        Message::Begin { deadline_ms } => suc
+                            .begin(now, now + Duration::from_millis(deadline_ms))
+                            .unwrap(),
                         other => panic!("porthold would not send {other:?} now"),
                     }
                 } else {
@@ -135,12 +146,18 @@ fn supervisor_machines_produce_porthold_frames() {
                     f
                 };
                 assert_eq!(anonymous(&produced), anonymous(&frame), "{dir}");
-                assert!(produced.id.is_some(), "after hello, every frame carries the id");
+                assert!(
+                    produced.id.is_some(),
+                    "after hello, every frame carries the id"
+                );
             }
             other => panic!("unknown direction {other}"),
         }
     }
     assert!(pending.is_empty(), "{pending:?}");
     assert_eq!(inc.state(), SupervisorState::Committed);
-    assert_eq!((suc.role(), suc.state()), (Role::Incumbent, SupervisorState::Idle));
+    assert_eq!(
+        (suc.role(), suc.state()),
+        (Role::Incumbent, SupervisorState::Idle)
+    );
 }
