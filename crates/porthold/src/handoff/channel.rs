@@ -189,6 +189,19 @@ impl Channel {
     }
 }
 
+/// A new channel for one generation: a connected `socketpair(AF_UNIX,
+/// SOCK_STREAM | SOCK_CLOEXEC)`. The supervisor keeps the first end and passes
+/// the second to the generation (the spawn code clears close-on-exec only on
+/// the copy it places for the child), so a process spawned concurrently never
+/// inherits either end and cannot hide the channel's end of stream.
+///
+/// # Errors
+/// [`Error::Io`] when the socketpair cannot be created.
+pub fn channel_pair() -> Result<(UnixStream, UnixStream)> {
+    // std creates the pair with SOCK_CLOEXEC atomically.
+    UnixStream::pair().map_err(|e| Error::io("creating a handoff channel", e))
+}
+
 static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The role porthold gave this generation (`PORTHOLD_HANDOFF_ROLE`), if any.

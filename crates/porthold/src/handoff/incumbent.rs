@@ -177,6 +177,14 @@ impl Incumbent {
                         progress_error = Some(e);
                     }
                 });
+                if let Some(broken) = progress_error {
+                    // The channel broke while sealing: keep the lock (the
+                    // session is lost; the caller rolls back and serves on).
+                    return match broken {
+                        Error::Frame(e) => Ok(Err(e)),
+                        other => Err(other),
+                    };
+                }
                 match outcome {
                     Ok(()) => {
                         // Durable: release the lock before saying so.

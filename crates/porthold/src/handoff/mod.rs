@@ -33,7 +33,9 @@ pub mod message;
 pub mod session;
 mod successor;
 
-pub use channel::{Channel, ChannelSender, Heartbeater, channel_from_env, role_from_env};
+pub use channel::{
+    Channel, ChannelSender, Heartbeater, channel_from_env, channel_pair, role_from_env,
+};
 pub use data_dir_lock::DataDirLock;
 pub use incumbent::{Incumbent, IncumbentHooks, Served};
 pub use message::{Message, PROTOCOL_MAX, PROTOCOL_MIN, Role};
