@@ -15,8 +15,20 @@ use crate::error::{Error, Result};
 /// A held data-directory lock; released on drop.
 #[derive(Debug)]
 pub struct DataDirLock {
-    _file: File,
+    file: File,
     dir: PathBuf,
+}
+
+impl Drop for DataDirLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than rely on close: a child forked by any
+        // thread of this process holds a copy of the file description until it
+        // execs (O_CLOEXEC closes it only then), and closing our fd would leave
+        // the lock held through that copy, so a successor's acquire right after
+        // `SealComplete` could fail. LOCK_UN releases the description's lock
+        // whoever else still refers to it.
+        let _ = self.file.unlock();
+    }
 }
 
 impl DataDirLock {
@@ -46,7 +58,7 @@ impl DataDirLock {
         let file = Self::open(dir)?;
         match file.try_lock() {
             Ok(()) => Ok(DataDirLock {
-                _file: file,
+                file,
                 dir: dir.to_path_buf(),
             }),
             Err(TryLockError::WouldBlock) => Err(Error::DataDirLocked {
@@ -72,7 +84,7 @@ impl DataDirLock {
             )
         })?;
         Ok(DataDirLock {
-            _file: file,
+            file,
             dir: dir.to_path_buf(),
         })
     }
@@ -95,5 +107,16 @@ mod tests {
         assert!(matches!(second, Err(Error::DataDirLocked { ref dir }) if dir == first.dir()));
         drop(first);
         DataDirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn dropping_releases_the_lock_even_while_a_copy_of_the_file_description_lives() {
+        // What a child forked at the wrong moment holds until it execs.
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DataDirLock::acquire(dir.path()).unwrap();
+        let copy = lock.file.try_clone().unwrap();
+        drop(lock);
+        DataDirLock::acquire(dir.path()).expect("released despite the live copy");
+        drop(copy);
     }
 }
