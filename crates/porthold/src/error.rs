@@ -265,6 +265,23 @@ pub enum Error {
         /// The port it holds.
         port: u16,
     },
+
+    /// A state directory's handoff lock is held (by another generation, or by
+    /// another open of it in this process).
+    #[error("state directory `{dir}` is locked by another holder")]
+    DataDirLocked {
+        /// The state directory.
+        dir: PathBuf,
+    },
+
+    /// A control or handoff frame could not be decoded, read or written; the
+    /// session it belongs to is over.
+    #[error(transparent)]
+    Frame(#[from] crate::control::frame::FrameError),
+
+    /// A handoff step failed (a protocol violation, a lost peer, a deadline).
+    #[error(transparent)]
+    Handoff(#[from] crate::handoff::HandoffError),
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -311,6 +328,9 @@ impl Error {
             Error::Launch { .. } => ErrorKind::Launch,
             Error::RolledBack { .. } => ErrorKind::RolledBack,
             Error::BadRecord { .. } => ErrorKind::Corrupt,
+            Error::DataDirLocked { .. } => ErrorKind::Busy,
+            Error::Frame(_) => ErrorKind::Corrupt,
+            Error::Handoff(e) => e.kind(),
         }
     }
 
@@ -355,6 +375,10 @@ impl Error {
             Error::KeyExists { .. } => {
                 Some("release that key first, or migrate to another path".into())
             }
+            Error::DataDirLocked { .. } => Some(
+                "another generation of this server still runs on that state directory; stop it first".into(),
+            ),
+            Error::Frame(_) | Error::Handoff(_) => None,
         }
     }
 

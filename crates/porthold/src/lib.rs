@@ -7,9 +7,11 @@
 
 pub mod activation;
 pub mod config;
+pub mod control;
 pub mod discovery;
 pub mod duration;
 pub mod error;
+pub mod handoff;
 pub mod identity;
 pub mod key;
 pub mod net;

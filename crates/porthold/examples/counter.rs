@@ -1,0 +1,343 @@
+//! A stateful counter server that hands its state over with `porthold::handoff`.
+//!
+//! Protocol on the listening socket (LISTEN_FDS fd 3): one command per line,
+//! `incr` → the new value, `get` → the current value, each answered as `N\n`.
+//! An `incr` is answered only once the new value is durable: the state file
+//! `<state-dir>/counter.json` (`{"value": N, "generation": G}`) is written to a
+//! temp file, fsynced, renamed over, and the directory fsynced. Every write is
+//! tagged with the writer's generation: one more than the generation that wrote
+//! the state it opened (or `$PORTHOLD_GENERATION` when the supervisor sets it).
+//!
+//! ```text
+//! counter [--state-dir DIR] [--hang-after-begin-if FILE]
+//! ```
+//!
+//! `--state-dir` defaults to `$PORTHOLD_STATE_DIR`. Without
+//! `PORTHOLD_HANDOFF_FD` it is a plain server. Under `porthold run --handoff`
+//! it is the incumbent or the successor (`PORTHOLD_HANDOFF_ROLE`); as a
+//! successor, `--hang-after-begin-if FILE` makes it stop responding after
+//! `Begin` when FILE exists (for fault tests).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use porthold::handoff::{DataDirLock, Incumbent, IncumbentHooks, Role, Served, Successor};
+use rustix::event::{PollFd, PollFlags, poll};
+use serde::{Deserialize, Serialize};
+
+const BUILD_ID: &str = concat!("counter ", env!("CARGO_PKG_VERSION"));
+const STATE_FILE: &str = "counter.json";
+
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, PartialEq)]
+struct Stored {
+    value: u64,
+    generation: u64,
+}
+
+struct State {
+    value: u64,
+    generation: u64,
+    /// Not accepting and not executing commands: a handoff is in progress.
+    paused: bool,
+    open_connections: u64,
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Written to wake the accept loop out of `poll` when pausing.
+    wake_tx: OwnedFd,
+    wake_rx: OwnedFd,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn read_stored(dir: &Path) -> Result<Stored, String> {
+    match std::fs::read(dir.join(STATE_FILE)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: {e}", dir.join(STATE_FILE).display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
+        Err(e) => Err(format!("reading {}: {e}", dir.join(STATE_FILE).display())),
+    }
+}
+
+fn write_stored(dir: &Path, stored: Stored) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{STATE_FILE}.tmp.{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(&stored).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, dir.join(STATE_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn open_state(dir: &Path) -> Result<(u64, u64), String> {
+    let stored = read_stored(dir)?;
+    let generation = match std::env::var("PORTHOLD_GENERATION") {
+        Ok(g) => g
+            .parse()
+            .map_err(|_| format!("PORTHOLD_GENERATION={g} is not a number"))?,
+        Err(_) => stored.generation + 1,
+    };
+    Ok((stored.value, generation))
+}
+
+fn handle(shared: Arc<Shared>, conn: TcpStream) {
+    let Ok(reader) = conn.try_clone() else { return };
+    let mut out = conn;
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else { break };
+        let reply = {
+            let mut st = shared.lock();
+            while st.paused {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            match line.trim() {
+                "get" => format!("{}\n", st.value),
+                "incr" => {
+                    let next = Stored {
+                        value: st.value + 1,
+                        generation: st.generation,
+                    };
+                    // Durable before acknowledged; under the lock, so writes are ordered.
+                    match write_stored(&shared.dir, next) {
+                        Ok(()) => {
+                            st.value = next.value;
+                            format!("{}\n", st.value)
+                        }
+                        Err(e) => format!("error {e}\n"),
+                    }
+                }
+                other => format!("error unknown command `{other}`\n"),
+            }
+        };
+        if out.write_all(reply.as_bytes()).is_err() {
+            break;
+        }
+    }
+    shared.lock().open_connections -= 1;
+}
+
+/// Accepts while not paused; while paused, leaves connections in the shared
+/// backlog for whoever accepts next (this generation after a rollback, or the successor).
+fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    loop {
+        {
+            let mut st = shared.lock();
+            while st.paused {
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let mut fds = [
+            PollFd::new(&listener, PollFlags::IN),
+            PollFd::new(&shared.wake_rx, PollFlags::IN),
+        ];
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        if !fds[1].revents().is_empty() {
+            let mut buf = [0u8; 64];
+            let _ = rustix::io::read(shared.wake_rx.as_fd(), &mut buf);
+        }
+        let mut st = shared.lock();
+        if st.paused {
+            continue;
+        }
+        match listener.accept() {
+            Ok((conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                st.open_connections += 1;
+                drop(st);
+                let shared = shared.clone();
+                std::thread::spawn(move || handle(shared, conn));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {}
+        }
+    }
+}
+
+struct Hooks(Arc<Shared>);
+
+impl IncumbentHooks for Hooks {
+    fn drain(&mut self, _deadline: Duration) -> u64 {
+        let mut st = self.0.lock();
+        // Holding the lock means no command is half done.
+        st.paused = true;
+        let _ = rustix::io::write(self.0.wake_tx.as_fd(), b"p");
+        st.open_connections
+    }
+
+    fn seal(&mut self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), String> {
+        let st = self.0.lock();
+        let stored = Stored {
+            value: st.value,
+            generation: st.generation,
+        };
+        write_stored(&self.0.dir, stored).map_err(|e| e.to_string())?;
+        progress(1, 1);
+        Ok(())
+    }
+
+    fn resume(&mut self, relocked: bool) {
+        let mut st = self.0.lock();
+        if relocked && let Ok(stored) = read_stored(&self.0.dir) {
+            st.value = stored.value;
+        }
+        st.paused = false;
+        self.0.changed.notify_all();
+    }
+
+    fn session_closed(&mut self, error: &porthold::handoff::HandoffError) {
+        eprintln!("counter: handoff session closed: {error}");
+    }
+}
+
+struct Args {
+    state_dir: PathBuf,
+    hang_after_begin_if: Option<PathBuf>,
+}
+
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, String> {
+    let mut state_dir = std::env::var_os("PORTHOLD_STATE_DIR").map(PathBuf::from);
+    let mut hang = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--state-dir") => state_dir = args.next().map(PathBuf::from),
+            Some("--hang-after-begin-if") => hang = args.next().map(PathBuf::from),
+            _ => return Err(format!("unknown argument {}", arg.to_string_lossy())),
+        }
+    }
+    Ok(Args {
+        state_dir: state_dir.ok_or("no --state-dir and no PORTHOLD_STATE_DIR")?,
+        hang_after_begin_if: hang,
+    })
+}
+
+/// The whole server; `args` without the program name. The handoff role and
+/// channel come from `PORTHOLD_HANDOFF_ROLE` / `PORTHOLD_HANDOFF_FD`.
+pub fn run(args: Vec<std::ffi::OsString>) -> Result<(), String> {
+    let role = porthold::handoff::role_from_env().map_err(|e| e.to_string())?;
+    let handoff = match role {
+        Some(role) => {
+            let channel = porthold::handoff::channel_from_env()
+                .map_err(|e| e.to_string())?
+                .ok_or("PORTHOLD_HANDOFF_ROLE is set but PORTHOLD_HANDOFF_FD is not")?;
+            Some((role, channel))
+        }
+        None => None,
+    };
+    run_with(args, handoff)
+}
+
+/// The whole server, with the handoff role and channel given (or none: a plain server).
+pub fn run_with(
+    args: Vec<std::ffi::OsString>,
+    handoff: Option<(Role, std::os::unix::net::UnixStream)>,
+) -> Result<(), String> {
+    let args = parse_args(args)?;
+    let mut sockets = porthold::activation::listeners().map_err(|e| e.to_string())?;
+    if sockets.is_empty() {
+        return Err("no listening socket passed (LISTEN_FDS)".into());
+    }
+    let listener = sockets
+        .remove(0)
+        .into_tcp_listener()
+        .map_err(|e| e.to_string())?;
+    let (role, channel) = match handoff {
+        Some((role, channel)) => (Some(role), Some(channel)),
+        None => (None, None),
+    };
+    let mut channel = channel;
+    let successor = match role {
+        Some(Role::Successor) => {
+            let stream = channel.take().ok_or("no handoff channel")?;
+            let successor = Successor::new(stream, BUILD_ID).map_err(|e| e.to_string())?;
+            let begun = successor.wait_begin().map_err(|e| e.to_string())?;
+            if let Some(flag) = &args.hang_after_begin_if
+                && flag.exists()
+            {
+                // Fault injection: stop responding, keep the channel open.
+                loop {
+                    std::thread::park();
+                }
+            }
+            Some(begun)
+        }
+        _ => None,
+    };
+    let lock = DataDirLock::acquire(&args.state_dir).map_err(|e| e.to_string())?;
+    let (value, generation) = open_state(&args.state_dir)?;
+    let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )
+    .map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        dir: args.state_dir.clone(),
+        state: Mutex::new(State {
+            value,
+            generation,
+            paused: false,
+            open_connections: 0,
+        }),
+        changed: Condvar::new(),
+        wake_tx,
+        wake_rx,
+    });
+    let accepting = {
+        let shared = shared.clone();
+        std::thread::spawn(move || accept_loop(shared, listener))
+    };
+    let incumbent = match (role, successor) {
+        (Some(Role::Successor), Some(begun)) => Some(begun.ready(lock).map_err(|e| e.to_string())?),
+        (Some(Role::Incumbent), _) => Some(
+            Incumbent::new(channel.take().ok_or("no handoff channel")?, lock, BUILD_ID)
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => {
+            // A plain server: hold the lock for as long as we serve.
+            let _lock = lock;
+            let _ = accepting.join();
+            return Ok(());
+        }
+    };
+    if let Some(mut incumbent) = incumbent {
+        match incumbent
+            .serve(&mut Hooks(shared.clone()))
+            .map_err(|e| e.to_string())?
+        {
+            Served::Committed => return Ok(()),
+            other => {
+                eprintln!("counter: handoff channel ended ({other:?}); serving on");
+                let _keep_lock = incumbent;
+                let _ = accepting.join();
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(dead_code)] // the tests include this file and call `run` themselves
+fn main() -> ExitCode {
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("counter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
