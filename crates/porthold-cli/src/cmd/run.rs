@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// child's tree bound it (for servers that can only bind by themselves).
     #[arg(long)]
     pub no_fds: bool,
+    /// What SIGHUP to porthold (the terminal went away) does: stop the instance (stop
+    /// signal, drain, kill) or forward SIGHUP to the server. Under `nohup` SIGHUP stays
+    /// ignored, for porthold and the server.
+    #[arg(long, value_name = "ACTION", default_value = "stop", value_parser = ["stop", "forward"])]
+    pub on_hup: String,
     /// Who may send READY=1 in --ready notify: tree (the child and its descendants) or main.
     #[arg(long, value_name = "WHO", default_value = "tree")]
     pub notify_access: String,
@@ -162,6 +167,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         drain_timeout: porthold::duration::parse(&args.drain_timeout)
             .context("in --drain-timeout")?,
         stop_signal: instance::parse_signal(&args.stop_signal)?,
+        on_hup: porthold::supervisor::signals::HupAction::parse(&args.on_hup)?,
         port_env: args.port_env.clone(),
         extra_env,
         command: args.command,

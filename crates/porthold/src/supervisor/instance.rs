@@ -2,9 +2,12 @@
 //!
 //! The order of work is the contract of PRODUCT.md §3.2 and each step closes a race:
 //!
-//! 1. **Signals first.** TERM/INT/QUIT/HUP are caught before anything else, so
-//!    the launcher never dies of them; one that arrives before the server is
-//!    ready cancels the start (the record never shows `ready`, exit 128+signal).
+//! 1. **Signals first.** Every signal that could terminate the launcher is
+//!    caught before anything else ([`signals`]); a stop request (TERM, INT,
+//!    QUIT, and HUP unless it is forwarded) that arrives before the server is
+//!    ready cancels the start (the record never shows `ready`, exit
+//!    128+signal); USR1, USR2 and WINCH (and HUP with [`HupAction::Forward`])
+//!    go to the server's process group as soon as there is one.
 //! 2. **The name lock** ([`Publisher::acquire_with_retry`]): a second instance
 //!    of the same name loses here, naming the first (exit 3), before it could
 //!    ever see `EADDRINUSE`.
@@ -15,9 +18,10 @@
 //! 5. **Readiness**, by the [`Lifecycle`] state machine: cancellation is checked
 //!    before each step and in the same critical section as the final commit to
 //!    `Running`, so a cancelled start is never reported running.
-//! 6. **Ready**: the record says so. Signals are now forwarded to the child's
-//!    process group (TERM becomes `--stop-signal`); a second stop request, or
-//!    the drain timeout, escalates to SIGKILL.
+//! 6. **Ready**: the record says so. A stop request now sends the stop signal
+//!    (TERM and HUP become [`RunOptions::stop_signal`], INT and QUIT stay
+//!    themselves) to the child's process group; a second identical stop
+//!    request, or the drain timeout, escalates to SIGKILL.
 //! 7. **The end**: when the main child exits, whatever remains of its tree is
 //!    killed and reaped, the record is removed and the lock released; porthold
 //!    exits with the child's code (128+signal when it was killed).
@@ -30,6 +34,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -44,6 +49,7 @@ use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
 use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
+use crate::supervisor::signals::{HupAction, SignalAction, SignalPolicy};
 use crate::supervisor::{signals, tree};
 use crate::test_hooks;
 
@@ -77,6 +83,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// The signal that asks the server to stop (what SIGTERM to porthold becomes).
     pub stop_signal: Signal,
+    /// What SIGHUP to porthold means (an inherited ignored SIGHUP stays ignored either way).
+    pub on_hup: HupAction,
     /// The variable that receives the first IP socket's port (`PORT`).
     pub port_env: String,
     /// More environment for the child.
@@ -116,7 +124,7 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 enum Event {
     /// The main child exited with this raw wait status.
     ChildExited(std::process::ExitStatus),
-    /// porthold received this signal.
+    /// porthold received this stop request.
     Signal(Signal),
 }
 
@@ -179,6 +187,10 @@ struct RunSteps<'a> {
     exit_slot: ExitSlot,
     tail: Tail,
     stderr_copier: Option<thread::JoinHandle<()>>,
+    /// The server's process group once it is spawned (0 before), for forwarded signals.
+    server_group: Arc<AtomicU32>,
+    /// Signals the server starts with ignored.
+    ignored_in_child: Vec<Signal>,
 }
 
 /// What [`RunSteps::bind`] produces: the sockets passed to the child (empty with `--no-fds`).
@@ -261,6 +273,9 @@ impl StartSteps for RunSteps<'_> {
             .stderr(stderr_write)
             .new_process_group(true)
             .parent_death_signal(Signal::TERM);
+        for &signal in &self.ignored_in_child {
+            request = request.ignore_signal(signal);
+        }
         // --no-fds: the port is free from here until the child binds it. The test
         // hook widens this window so a test can race a thief into it.
         self.held.clear();
@@ -268,6 +283,7 @@ impl StartSteps for RunSteps<'_> {
             test_hooks::pause("run.no-fds-window");
         }
         let child = request.spawn()?;
+        self.server_group.store(child.pid(), Ordering::SeqCst);
         self.stderr_copier = Some(copy_stderr(stderr_read, self.tail.clone()));
         Ok(child)
     }
@@ -313,6 +329,7 @@ impl StartSteps for RunSteps<'_> {
     }
 
     fn abort(&mut self, child: Child) -> Option<std::process::ExitStatus> {
+        self.server_group.store(0, Ordering::SeqCst);
         let reaped = tree::kill_tree_and_reap(child.pid(), TREE_GRACE);
         let mut slot = lock(&self.exit_slot);
         if let Some((_, status)) = reaped.iter().find(|(pid, _)| *pid == child.pid()) {
@@ -494,20 +511,34 @@ fn verify_no_fds_owner(record: &Record, main_pid: u32) -> Result<()> {
 /// or a stolen port (exit 8, the child killed and reaped).
 pub fn run(options: RunOptions) -> Result<i32> {
     // 1. Signals before anything else.
-    let mut watcher = signals::SignalWatcher::install()?;
+    let policy = SignalPolicy::new(options.on_hup);
+    let mut watcher = signals::SignalWatcher::install(policy)?;
     let (events, inbox) = mpsc::channel::<Event>();
     let cancel = CancelToken::new();
     let first_signal: Arc<Mutex<Option<Signal>>> = Arc::default();
+    let server_group: Arc<AtomicU32> = Arc::default();
     {
         let events = events.clone();
         let cancel = cancel.clone();
         let first_signal = first_signal.clone();
+        let server_group = server_group.clone();
         thread::spawn(move || {
-            while let Some(signal) = watcher.wait() {
-                lock(&first_signal).get_or_insert(signal);
-                cancel.cancel();
-                if events.send(Event::Signal(signal)).is_err() {
-                    return;
+            while let Some(action) = watcher.wait() {
+                match action {
+                    SignalAction::Stop(signal) => {
+                        lock(&first_signal).get_or_insert(signal);
+                        cancel.cancel();
+                        if events.send(Event::Signal(signal)).is_err() {
+                            return;
+                        }
+                    }
+                    SignalAction::Forward(signal) => {
+                        let group = server_group.load(Ordering::SeqCst);
+                        if group != 0 {
+                            tree::signal_group(group, signal);
+                        }
+                    }
+                    SignalAction::Ignore => {}
                 }
             }
         });
@@ -542,6 +573,8 @@ pub fn run(options: RunOptions) -> Result<i32> {
         exit_slot: exit_slot.clone(),
         tail: tail.clone(),
         stderr_copier: None,
+        server_group: server_group.clone(),
+        ignored_in_child: policy.ignored_in_child(),
     };
     let started = lifecycle.start(&cancel, &mut steps, &mut |boundary| {
         test_hooks::pause(&format!("run.{boundary:?}"));
@@ -608,6 +641,7 @@ pub fn run(options: RunOptions) -> Result<i32> {
         &mut publisher,
         &mut record,
     );
+    server_group.store(0, Ordering::SeqCst);
     tree::kill_tree_and_reap(main_pid, TREE_GRACE);
     publisher.finish()?;
     Ok(exit_code(status))
@@ -647,24 +681,22 @@ fn supervise(
         match event {
             Some(Event::ChildExited(status)) => return status,
             Some(Event::Signal(signal)) => {
-                let forwarded = if signal == Signal::TERM {
+                // Every event here is a stop request (forwarded signals never reach this loop).
+                let forwarded = if matches!(signal, Signal::TERM | Signal::HUP) {
                     options.stop_signal
                 } else {
                     signal
                 };
-                let stopping = matches!(signal, Signal::TERM | Signal::INT | Signal::QUIT);
-                if stopping {
-                    if stop_requests.contains(&signal) {
-                        // The same stop request twice (Ctrl-C, Ctrl-C): no more patience.
-                        tree::signal_group(main_pid, Signal::KILL);
-                        continue;
-                    }
-                    stop_requests.push(signal);
-                    if kill_at.is_none() {
-                        kill_at = Some(Instant::now() + options.drain_timeout);
-                        record.state = RecordState::Stopping;
-                        let _ = publisher.publish(record);
-                    }
+                if stop_requests.contains(&signal) {
+                    // The same stop request twice (Ctrl-C, Ctrl-C): no more patience.
+                    tree::signal_group(main_pid, Signal::KILL);
+                    continue;
+                }
+                stop_requests.push(signal);
+                if kill_at.is_none() {
+                    kill_at = Some(Instant::now() + options.drain_timeout);
+                    record.state = RecordState::Stopping;
+                    let _ = publisher.publish(record);
                 }
                 tree::signal_group(main_pid, forwarded);
             }
