@@ -72,6 +72,13 @@ pub fn finish_within(mut launcher: Child, limit: Duration) -> (Option<i32>, Stri
             break;
         }
         if Instant::now() > deadline {
+            // SIGTERM first, so porthold takes its server's tree down with it
+            // (a SIGKILLed launcher leaves a forking server's children behind).
+            signal(launcher.id(), libc::SIGTERM);
+            let grace = Instant::now() + Duration::from_secs(5);
+            while launcher.try_wait().unwrap().is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = launcher.kill();
             let out = launcher.wait_with_output().unwrap();
             panic!(
