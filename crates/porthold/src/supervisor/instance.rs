@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::activation::notify::{self, NotifyAccess, NotifyServer};
+use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
 use crate::activation::spawn::{self as spawner, Child, SpawnRequest};
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
@@ -57,6 +57,8 @@ use crate::test_hooks;
 const TAIL_BYTES: usize = 4096;
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
 const TREE_GRACE: Duration = Duration::from_secs(2);
+/// A server's `STATUS=` updates reach the record at most this often.
+const STATUS_REPUBLISH: Duration = Duration::from_millis(100);
 
 /// Everything `run` needs, resolved by the caller (the CLI) from flags and config.
 #[derive(Debug, Clone)]
@@ -126,6 +128,8 @@ enum Event {
     ChildExited(std::process::ExitStatus),
     /// porthold received this stop request.
     Signal(Signal),
+    /// A message arrived on the notify socket (sender not checked yet).
+    Notify(NotifyMessage),
 }
 
 /// Shared between the reaper thread and the start: the main child's status once it exited.
@@ -182,7 +186,9 @@ struct RunSteps<'a> {
     record: Option<Record>,
     /// With `--no-fds`: the sockets holding the ports until just before the spawn.
     held: Vec<BoundSocket>,
-    notify: Option<NotifyServer>,
+    notify: Option<Arc<NotifyServer>>,
+    /// The latest `STATUS=` an allowed sender sent before ready.
+    status: Option<String>,
     env: Vec<(OsString, OsString)>,
     exit_slot: ExitSlot,
     tail: Tail,
@@ -236,7 +242,7 @@ impl StartSteps for RunSteps<'_> {
             self.options,
             &sockets,
             self.publisher.instance_id(),
-            self.notify.as_ref(),
+            self.notify.as_deref(),
         );
         if self.options.no_fds {
             self.held = sockets;
@@ -312,6 +318,7 @@ impl StartSteps for RunSteps<'_> {
                     self.options.ready_timeout,
                     cancel,
                     &mut child_exited,
+                    &mut self.status,
                 ),
                 None => ReadyOutcome::TimedOut {
                     waited: Duration::ZERO,
@@ -347,6 +354,7 @@ fn wait_notify(
     timeout: Duration,
     cancel: &CancelToken,
     child_exited: &mut dyn FnMut() -> Option<std::process::ExitStatus>,
+    status: &mut Option<String>,
 ) -> ReadyOutcome {
     let start = Instant::now();
     let mut ignored = None;
@@ -367,6 +375,9 @@ fn wait_notify(
         match server.recv(left.min(Duration::from_millis(50))) {
             Ok(Some(message)) if message.ready => {
                 if notify::accepts(access, main_pid, message.pid) {
+                    if message.status.is_some() {
+                        status.clone_from(&message.status);
+                    }
                     return ReadyOutcome::Ready;
                 }
                 ignored = Some(format!(
@@ -374,7 +385,12 @@ fn wait_notify(
                     message.pid
                 ));
             }
-            Ok(_) => {}
+            Ok(Some(message)) => {
+                if message.status.is_some() && notify::accepts(access, main_pid, message.pid) {
+                    status.clone_from(&message.status);
+                }
+            }
+            Ok(None) => {}
             Err(e) => ignored = Some(e.to_string()),
         }
     }
@@ -554,10 +570,16 @@ pub fn run(options: RunOptions) -> Result<i32> {
         discovery::DEFAULT_LOCK_RETRY,
     )?;
     tree::become_subreaper()?;
+    // The notify socket is named after the instance: only the lock holder binds
+    // it, replacing one a killed predecessor left behind, so they never pile up.
+    // It lives as long as the instance (STATUS=, STOPPING=1 … after READY=1).
     let notify = match options.ready {
-        ReadyMode::Notify { .. } => Some(NotifyServer::bind(&options.runtime_dir)?),
+        ReadyMode::Notify { .. } => Some(Arc::new(NotifyServer::bind_at(
+            &options.runtime_dir.join(format!("{}.notify", options.name)),
+        )?)),
         _ => None,
     };
+    let _notify_file = NotifyFile(notify.clone());
 
     // 3-5. Bind, spawn, readiness: the lifecycle decides.
     let lifecycle = Lifecycle::new();
@@ -568,7 +590,8 @@ pub fn run(options: RunOptions) -> Result<i32> {
         publisher: &mut publisher,
         record: None,
         held: Vec::new(),
-        notify,
+        notify: notify.clone(),
+        status: None,
         env: Vec::new(),
         exit_slot: exit_slot.clone(),
         tail: tail.clone(),
@@ -614,7 +637,11 @@ pub fn run(options: RunOptions) -> Result<i32> {
     let mut record = steps.record.take().ok_or_else(|| Error::Launch {
         message: "internal error: no record after bind".into(),
     })?;
+    record.status = steps.status.take();
     drop(steps);
+    if let Some(server) = &notify {
+        forward_notify_messages(server.clone(), events.clone());
+    }
 
     if options.no_fds
         && let Err(err) = verify_no_fds_owner(&record, main_pid)
@@ -647,6 +674,37 @@ pub fn run(options: RunOptions) -> Result<i32> {
     Ok(exit_code(status))
 }
 
+/// Removes the instance's notify socket file on every way out of [`run`] (the
+/// receiving thread keeps its own handle to the socket).
+struct NotifyFile(Option<Arc<NotifyServer>>);
+
+impl Drop for NotifyFile {
+    fn drop(&mut self) {
+        if let Some(server) = &self.0 {
+            server.remove_file();
+        }
+    }
+}
+
+/// Once the server is ready, passes every notify message on to the serving loop.
+fn forward_notify_messages(server: Arc<NotifyServer>, events: Sender<Event>) {
+    thread::spawn(move || {
+        loop {
+            match server.recv(Duration::from_secs(3600)) {
+                Ok(Some(message)) => {
+                    if events.send(Event::Notify(message)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                // Receiving failed for good (it does not for a bound datagram
+                // socket): late messages then queue unread, which harms no sender.
+                Err(_) => return,
+            }
+        }
+    });
+}
+
 fn with_tail(message: String, tail: &str) -> String {
     if tail.is_empty() {
         message
@@ -666,11 +724,14 @@ fn supervise(
 ) -> std::process::ExitStatus {
     let mut kill_at: Option<Instant> = None;
     let mut stop_requests: Vec<Signal> = Vec::new();
+    let mut last_publish = Instant::now();
+    let mut publish_at: Option<Instant> = None;
     loop {
         if let Some(status) = *lock(exit_slot) {
             return status;
         }
-        let event = match kill_at {
+        let deadline = [kill_at, publish_at].into_iter().flatten().min();
+        let event = match deadline {
             Some(at) => match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -697,14 +758,56 @@ fn supervise(
                     kill_at = Some(Instant::now() + options.drain_timeout);
                     record.state = RecordState::Stopping;
                     let _ = publisher.publish(record);
+                    last_publish = Instant::now();
+                    publish_at = None;
                 }
                 tree::signal_group(main_pid, forwarded);
             }
+            Some(Event::Notify(message)) => {
+                if !notify::accepts(options.notify_access, main_pid, message.pid) {
+                    continue;
+                }
+                let mut changed = false;
+                if let Some(status) = message.status
+                    && record.status.as_ref() != Some(&status)
+                {
+                    record.status = Some(status);
+                    changed = true;
+                }
+                if message.stopping && record.state != RecordState::Stopping {
+                    record.state = RecordState::Stopping;
+                    changed = true;
+                }
+                if let Some(pid) = message.main_pid
+                    && pid != main_pid
+                    && tree::is_in_tree(pid, main_pid)
+                    && record.child_pid != Some(pid)
+                {
+                    record.child_pid = Some(pid);
+                    changed = true;
+                }
+                // WATCHDOG=1 needs no answer: porthold sets no watchdog timeout.
+                if changed {
+                    let due = last_publish + STATUS_REPUBLISH;
+                    if Instant::now() >= due {
+                        let _ = publisher.publish(record);
+                        last_publish = Instant::now();
+                    } else {
+                        publish_at.get_or_insert(due);
+                    }
+                }
+            }
             None => {
-                if kill_at.is_some_and(|at| Instant::now() >= at) {
+                let now = Instant::now();
+                if publish_at.is_some_and(|at| now >= at) {
+                    let _ = publisher.publish(record);
+                    last_publish = now;
+                    publish_at = None;
+                }
+                if kill_at.is_some_and(|at| now >= at) {
                     tree::signal_group(main_pid, Signal::KILL);
                     kill_at = None;
-                } else if kill_at.is_none() {
+                } else if deadline.is_none() {
                     // The channel closed: nobody can tell us about the child any more.
                     if let Some(status) = wait_slot(exit_slot, Duration::from_secs(3600)) {
                         return status;
