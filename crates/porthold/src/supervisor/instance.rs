@@ -179,9 +179,44 @@ fn copy_stderr(from: OwnedFd, tail: Tail) -> thread::JoinHandle<()> {
     })
 }
 
+/// The Unix socket files the instance bound, removed on every way out of
+/// [`run`] if each is still the socket bound then (same device and inode): a
+/// file that someone replaced meanwhile is theirs.
+#[derive(Default)]
+struct UnixSocketFiles(Mutex<Vec<(PathBuf, (u64, u64))>>);
+
+impl UnixSocketFiles {
+    fn remember(&self, socket: &BoundSocket) {
+        use std::os::unix::fs::MetadataExt;
+        if socket.proto != SocketProto::Unix {
+            return;
+        }
+        if let Some(path) = &socket.path
+            && let Ok(meta) = path.symlink_metadata()
+        {
+            lock(&self.0).push((path.clone(), (meta.dev(), meta.ino())));
+        }
+    }
+}
+
+impl Drop for UnixSocketFiles {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, id) in lock(&self.0).drain(..) {
+            if path
+                .symlink_metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == id)
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// The start's steps, for [`Lifecycle::start`].
 struct RunSteps<'a> {
     options: &'a RunOptions,
+    unix_files: &'a UnixSocketFiles,
     publisher: &'a mut Publisher,
     record: Option<Record>,
     /// With `--no-fds`: the sockets holding the ports until just before the spawn.
@@ -226,7 +261,9 @@ impl StartSteps for RunSteps<'_> {
     fn bind(&mut self) -> Result<Bound> {
         let mut sockets = Vec::with_capacity(self.options.listen.len());
         for spec in &self.options.listen {
-            sockets.push(crate::net::listen::bind(spec, self.options.backlog)?);
+            let socket = crate::net::listen::bind(spec, self.options.backlog)?;
+            self.unix_files.remember(&socket);
+            sockets.push(socket);
         }
         let listeners = sockets.iter().map(discovery_listener).collect();
         let mut record = Record::new(
@@ -580,6 +617,7 @@ pub fn run(options: RunOptions) -> Result<i32> {
         _ => None,
     };
     let _notify_file = NotifyFile(notify.clone());
+    let unix_files = UnixSocketFiles::default();
 
     // 3-5. Bind, spawn, readiness: the lifecycle decides.
     let lifecycle = Lifecycle::new();
@@ -587,6 +625,7 @@ pub fn run(options: RunOptions) -> Result<i32> {
     let tail = Tail::default();
     let mut steps = RunSteps {
         options: &options,
+        unix_files: &unix_files,
         publisher: &mut publisher,
         record: None,
         held: Vec::new(),
