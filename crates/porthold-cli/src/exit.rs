@@ -40,10 +40,30 @@ pub fn code_for(kind: ErrorKind) -> u8 {
     }
 }
 
+/// A library error with the hint of the command that met it, replacing the
+/// library's generic one (which may name another command's flags).
+#[derive(Debug)]
+pub struct WithHint {
+    /// The error (its message and kind are kept).
+    pub error: porthold::Error,
+    /// What the user can do, in this command's terms.
+    pub hint: String,
+}
+
+impl std::fmt::Display for WithHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for WithHint {}
+
 /// The library error inside an anyhow chain, if there is one.
 fn library_error(err: &anyhow::Error) -> Option<&porthold::Error> {
-    err.chain()
-        .find_map(|e| e.downcast_ref::<porthold::Error>())
+    err.chain().find_map(|e| {
+        e.downcast_ref::<porthold::Error>()
+            .or_else(|| e.downcast_ref::<WithHint>().map(|w| &w.error))
+    })
 }
 
 /// Prints `err` on stderr (human or `--json`) and returns its exit code.
@@ -51,7 +71,10 @@ pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice) -> ExitCode {
     let lib = library_error(err);
     let kind = lib.map_or(ErrorKind::Usage, porthold::Error::kind);
     let code = code_for(kind);
-    let hint = lib.and_then(porthold::Error::hint);
+    let hint = match err.chain().find_map(|e| e.downcast_ref::<WithHint>()) {
+        Some(with_hint) => Some(with_hint.hint.clone()),
+        None => lib.and_then(porthold::Error::hint),
+    };
     let message = format!("{err:#}");
     let mut stderr = std::io::stderr().lock();
     if json {

@@ -87,7 +87,27 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         _ if key.path.join("porthold.toml").exists() => ctx.config_for_project(&key.path)?,
         _ => ctx.config.clone(),
     };
-    let service = config.services.get(&key.tag);
+    // The project's services, when the key is that project (its path holds the
+    // porthold.toml the config came from).
+    let in_project = config.project_root.as_deref() == Some(key.path.as_path());
+    let service = if in_project {
+        config.services.get(&key.tag)
+    } else {
+        None
+    };
+    if in_project && service.is_none() && !key.tag.is_empty() && !config.services.is_empty() {
+        ctx.warn(format!(
+            "--tag {} names no service of {}; its services are: {}",
+            key.tag,
+            key.path.join(porthold::config::PROJECT_FILE).display(),
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let name = match &args.name {
         Some(name) => {
             discovery::validate_name(name)?;
@@ -100,35 +120,79 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         key.tag.clone()
     };
+    // An explicit choice of socket wins over the service's reservation.
+    let explicit = args.port.is_some() || args.ephemeral || !args.listen.is_empty();
+    let (listen, listen_flag): (Vec<String>, &str) = if args.listen.is_empty() {
+        (
+            service.map(|s| s.listen.clone()).unwrap_or_default(),
+            "the service's listen",
+        )
+    } else {
+        (args.listen.clone(), "--listen")
+    };
+    if listen.is_empty() && args.ephemeral && args.no_fds {
+        anyhow::bail!(porthold::Error::invalid(
+            "--ephemeral with --no-fds is not supported",
+            Some(
+                "a server that binds by itself needs a port it can be told in advance; \
+                 drop --ephemeral to use the key's reserved port"
+                    .into()
+            ),
+        ));
+    }
+    let needs_reserved =
+        (listen.is_empty() && !args.ephemeral) || listen.iter().any(|t| needs_reserved_port(t));
+
+    // The key's port, and its siblings' ports (`API_PORT` for `run --tag web`).
+    let mut reserved_port = None;
+    let mut sibling_ports: Vec<(String, u16)> = Vec::new();
+    if let Some(service) = service
+        && !explicit
+    {
+        // Exactly what reserve-group does (the whole group, atomically), so a
+        // service run first and `autoreserve` later agree on every port.
+        let (outcome, _) =
+            super::group::reserve_project_group(ctx, &config, &key.path, None, false, false)
+                .map_err(|e| with_run_hint(e, None, true))?;
+        for (tag, member) in &outcome.members {
+            if *tag == service.tag {
+                reserved_port = Some(member.reservation.port);
+            } else {
+                sibling_ports.push((tag.clone(), member.reservation.port));
+            }
+        }
+    } else {
+        if needs_reserved {
+            reserved_port = Some(
+                reserve(ctx, &config, &key, args.port)
+                    .map_err(|e| with_run_hint(e, args.port, false))?,
+            );
+        }
+        if service.is_some() {
+            // Explicit choice: only siblings that are reserved already.
+            let registry = open_registry(ctx)?;
+            for tag in config.services.keys().filter(|t| **t != key.tag) {
+                let sibling = porthold::key::Key {
+                    path: key.path.clone(),
+                    tag: tag.clone(),
+                };
+                if let Some(reservation) = registry.get(&sibling)? {
+                    sibling_ports.push((tag.clone(), reservation.port));
+                }
+            }
+        }
+    }
 
     let mut specs: Vec<ListenSpec> = Vec::new();
-    let listen: Vec<String> = if args.listen.is_empty() {
-        service.map(|s| s.listen.clone()).unwrap_or_default()
-    } else {
-        args.listen.clone()
-    };
     for text in &listen {
-        specs.push(ListenSpec::parse(text).with_context(|| format!("in --listen {text}"))?);
-    }
-    let mut reserved_port = None;
-    if specs.is_empty() {
-        let port = if args.ephemeral {
-            if args.no_fds {
-                anyhow::bail!(porthold::Error::invalid(
-                    "--ephemeral with --no-fds is not supported",
-                    Some(
-                        "a server that binds by itself needs a port it can be told in advance; \
-                         drop --ephemeral to use the key's reserved port"
-                            .into()
-                    ),
-                ));
-            }
-            0
-        } else {
-            let port = reserve(ctx, &config, &key, args.port)?;
-            reserved_port = Some(port);
-            port
+        let text = match reserved_port {
+            Some(port) if needs_reserved_port(text) => with_reserved_port(text, port),
+            _ => text.clone(),
         };
+        specs.push(ListenSpec::parse(&text).with_context(|| format!("in {listen_flag} {text}"))?);
+    }
+    if specs.is_empty() {
+        let port = reserved_port.unwrap_or(0);
         specs.push(
             ListenSpec::parse(&format!("{default_name}=tcp://127.0.0.1:{port}"))
                 .context("building the default listener")?,
@@ -148,6 +212,13 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         && service.env != args.port_env
     {
         extra_env.push((service.env.clone().into(), port.to_string().into()));
+    }
+    for (tag, port) in &sibling_ports {
+        if let Some(sibling) = config.services.get(tag)
+            && sibling.env != args.port_env
+        {
+            extra_env.push((sibling.env.clone().into(), port.to_string().into()));
+        }
     }
 
     let options = RunOptions {
@@ -195,4 +266,46 @@ fn reserve(
         ctx.warn(note);
     }
     Ok(outcome.reservation.port)
+}
+
+/// Whether a listen spec means "the key's reserved port" (`{port}`).
+///
+/// A minimal local stand-in until `ListenSpec::needs_reserved_port` (which also
+/// understands a spec without a port) is available; then this and
+/// [`with_reserved_port`] become `spec.needs_reserved_port()` / `spec.with_port(port)`.
+fn needs_reserved_port(text: &str) -> bool {
+    text.contains("{port}")
+}
+
+/// The spec with its `{port}` placeholder replaced by `port`.
+fn with_reserved_port(text: &str, port: u16) -> String {
+    text.replace("{port}", &port.to_string())
+}
+
+/// Gives a reservation error of `run` a hint that works for `run` (the
+/// library's speaks of `reserve`'s --or-any and --force, which `run` lacks).
+fn with_run_hint(err: anyhow::Error, port: Option<u16>, group: bool) -> anyhow::Error {
+    use porthold::Error;
+    let error = match err.downcast::<Error>() {
+        Ok(error) => error,
+        Err(other) => return other,
+    };
+    let hint = match &error {
+        Error::PortTaken { port: taken, .. } if group => format!(
+            "port {taken} is a preferred port of this project's porthold.toml: free it, change \
+             the service's `port`, or run with --port N, --ephemeral or --listen for a one-off choice"
+        ),
+        Error::PortTaken { .. } => match port {
+            Some(_) => "run with another --port, or --ephemeral for a kernel-chosen port".into(),
+            None => "run with --port N, or --ephemeral for a kernel-chosen port".into(),
+        },
+        Error::KeyHoldsOtherPort {
+            held, requested, ..
+        } => format!(
+            "run without --port to use port {held}, or move the key first with \
+             `porthold reserve --port {requested} --force`"
+        ),
+        _ => return error.into(),
+    };
+    anyhow::Error::new(crate::exit::WithHint { error, hint })
 }

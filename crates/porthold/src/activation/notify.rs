@@ -180,29 +180,23 @@ impl NotifyServer {
     /// ```
     pub fn bind(dir: &Path) -> Result<NotifyServer> {
         let fd = new_socket()?;
-        for _ in 0..100 {
-            let path = dir.join(format!("notify-{}.sock", unique_suffix()));
-            check_length(&path)?;
-            let tmp = bind_temporary(&fd, dir)?;
-            // `rename` would silently replace an existing file, so refuse one first.
-            let placed = if path.symlink_metadata().is_ok() {
-                Err(Error::invalid(
-                    format!("`{}` already exists", path.display()),
-                    None,
-                ))
-            } else {
-                rename_into_place(&tmp, &path)
-            };
-            if let Err(e) = placed {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            return Ok(NotifyServer::placed(fd, path));
+        let path = dir.join(format!("notify-{}.sock", unique_suffix()));
+        check_length(&path)?;
+        let tmp = bind_temporary(&fd, dir)?;
+        // `rename` would silently replace an existing file, so refuse one first.
+        let placed = if path.symlink_metadata().is_ok() {
+            Err(Error::invalid(
+                format!("`{}` already exists", path.display()),
+                None,
+            ))
+        } else {
+            rename_into_place(&tmp, &path)
+        };
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        Err(Error::io(
-            format!("finding a free notify socket name in `{}`", dir.display()),
-            std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        ))
+        Ok(NotifyServer::placed(fd, path))
     }
 
     /// Binds a notify socket at exactly `path` (mode 0600, close-on-exec,
