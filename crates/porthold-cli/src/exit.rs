@@ -40,41 +40,85 @@ pub fn code_for(kind: ErrorKind) -> u8 {
     }
 }
 
-/// A library error with the hint of the command that met it, replacing the
-/// library's generic one (which may name another command's flags).
-#[derive(Debug)]
-pub struct WithHint {
-    /// The error (its message and kind are kept).
-    pub error: porthold::Error,
-    /// What the user can do, in this command's terms.
-    pub hint: String,
-}
-
-impl std::fmt::Display for WithHint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
-    }
-}
-
-impl std::error::Error for WithHint {}
-
 /// The library error inside an anyhow chain, if there is one.
 fn library_error(err: &anyhow::Error) -> Option<&porthold::Error> {
-    err.chain().find_map(|e| {
-        e.downcast_ref::<porthold::Error>()
-            .or_else(|| e.downcast_ref::<WithHint>().map(|w| &w.error))
-    })
+    err.chain()
+        .find_map(|e| e.downcast_ref::<porthold::Error>())
+}
+
+/// The hint for `err` when it ends `command` (`reserve`, `run`, ...): every hint
+/// that names a flag lives here, per command, so it only ever names a flag that
+/// command really has. Hints that name no flag come from the library.
+pub fn hint_for(command: &str, err: &porthold::Error) -> Option<String> {
+    use porthold::{Error, Holder};
+    let group = matches!(command, "reserve-group" | "autoreserve");
+    let hint = match err {
+        Error::UnrelatedPath { .. } => {
+            "pass --allow-unrelated-path if you really mean that path".to_string()
+        }
+        Error::PortTaken {
+            holder: Holder::Excluded,
+            ..
+        } => match command {
+            "reserve" => "pick another port, use --or-any, or remove the exclusion (`porthold exclude PORT --remove`)".into(),
+            _ => "pick another port, or remove the exclusion (`porthold exclude PORT --remove`)".into(),
+        },
+        Error::PortTaken { port, .. } => match command {
+            "reserve" => "use --or-any to accept another port, or pick a different one".into(),
+            "run" => format!(
+                "pass another --port, --ephemeral for a kernel-chosen one, or free port {port} \
+                 (`porthold port-info {port}` shows its holder)"
+            ),
+            _ if group => format!(
+                "change the service's `port` in porthold.toml, or free port {port} \
+                 (`porthold port-info {port}` shows its holder)"
+            ),
+            _ => format!("`porthold port-info {port}` shows who holds it"),
+        },
+        Error::KeyHoldsOtherPort { held, requested, .. } => match command {
+            "reserve" => "use --force to move the key to the requested port".into(),
+            "run" => format!(
+                "drop --port to run on the key's port {held}, or move the key first \
+                 (`porthold reserve --port {requested} --force`)"
+            ),
+            _ => return err.hint(),
+        },
+        Error::StickyLabel { .. } if command == "reserve" => "use --force to change it".into(),
+        Error::NameTaken { name, pid, .. } => {
+            let running = match pid {
+                Some(pid) => format!("`{name}` (pid {pid})"),
+                None => format!("`{name}`"),
+            };
+            format!(
+                "stop the running instance {running} first (`porthold stop --name {name}`), \
+                 or give this one another --name"
+            )
+        }
+        Error::PoolExhausted { .. } => match command {
+            "reserve" | "reserve-group" | "autoreserve" => "release unused reservations \
+                (`porthold list`, `porthold release`) or widen the pool with --pool"
+                .into(),
+            _ => "release unused reservations (`porthold list`, `porthold release`) or widen \
+                  the pool (`[pool] range` in the configuration, or PORTHOLD_POOL)"
+                .into(),
+        },
+        Error::Busy { what, .. } if what.starts_with("registry") => {
+            "retry, or wait longer with --busy-timeout".into()
+        }
+        Error::Busy { .. } if command == "stop" => {
+            "wait longer with --timeout, or add --kill to SIGKILL what is left".into()
+        }
+        _ => return err.hint(),
+    };
+    Some(hint)
 }
 
 /// Prints `err` on stderr (human or `--json`) and returns its exit code.
-pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice) -> ExitCode {
+pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice, command: &str) -> ExitCode {
     let lib = library_error(err);
     let kind = lib.map_or(ErrorKind::Usage, porthold::Error::kind);
     let code = code_for(kind);
-    let hint = match err.chain().find_map(|e| e.downcast_ref::<WithHint>()) {
-        Some(with_hint) => Some(with_hint.hint.clone()),
-        None => lib.and_then(porthold::Error::hint),
-    };
+    let hint = lib.and_then(|e| hint_for(command, e));
     let message = format!("{err:#}");
     let mut stderr = std::io::stderr().lock();
     if json {
@@ -90,6 +134,41 @@ pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice) -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+/// Reports a command-line parse error: `--help` and `--version` print to
+/// stdout and succeed; anything else is a usage error (exit 2), rendered by
+/// clap for humans or as the JSON error object under `--json`.
+pub fn report_usage(err: &clap::Error, json: bool) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    if !json {
+        let _ = err.print();
+        return ExitCode::from(USAGE);
+    }
+    let rendered = err.render().to_string();
+    let mut paragraphs = rendered.split("\n\n");
+    let message = paragraphs
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error:")
+        .trim()
+        .to_string();
+    let usage = paragraphs
+        .find(|p| p.trim_start().starts_with("Usage:"))
+        .map(|p| p.trim().to_string());
+    let hint = match usage {
+        Some(usage) => format!("{usage}; see --help"),
+        None => "see --help".to_string(),
+    };
+    let body = serde_json::json!({
+        "error": { "kind": ErrorKind::Usage.as_str(), "exit": USAGE, "message": message, "hint": hint }
+    });
+    let _ = writeln!(std::io::stderr().lock(), "{body}");
+    ExitCode::from(USAGE)
 }
 
 #[cfg(test)]

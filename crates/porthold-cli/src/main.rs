@@ -7,30 +7,40 @@ mod ctx;
 mod exit;
 mod output;
 mod shell;
+mod stdout;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version print to stdout and succeed; usage errors are exit 2.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(exit::USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let parsed = cli::Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| {
+            let name = matches.subcommand_name().unwrap_or_default().to_string();
+            cli::Cli::from_arg_matches(&matches).map(|cli| (cli, name))
+        });
+    let (cli, command) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return exit::report_usage(&e, json_requested(&args)),
     };
     let ctx = match ctx::Ctx::new(&cli.global) {
         Ok(ctx) => ctx,
-        Err(e) => return exit::report(&e, cli.global.json, cli.global.color),
+        Err(e) => return exit::report(&e, cli.global.json, cli.global.color, &command),
     };
     match cmd::run(cli.command, &ctx) {
         Ok(code) => code,
-        Err(e) => exit::report(&e, ctx.json, ctx.color),
+        Err(e) => exit::report(&e, ctx.json, ctx.color, &command),
     }
+}
+
+/// Whether `--json` appears before `--` (after which the words belong to the
+/// server's command line): then even a parse error is the JSON error object.
+fn json_requested(args: &[OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| a.as_os_str() != "--")
+        .any(|a| a.as_os_str() == "--json")
 }

@@ -28,3 +28,20 @@ pub fn pause(point: &str) {
     #[cfg(not(feature = "test-hooks"))]
     let _ = point;
 }
+
+/// The environment variable that turns a test's "skipped: <reason>" into a failure.
+pub const REQUIRE_ALL_ENV: &str = "PORTHOLD_REQUIRE_ALL";
+
+/// For tests that need an external program or root: prints `skipped: <reason>`
+/// and returns, so the test can end early, unless `PORTHOLD_REQUIRE_ALL=1` is
+/// set (CI sets it), in which case it panics: CI can never be green with a
+/// test silently skipped.
+///
+/// # Panics
+/// When `PORTHOLD_REQUIRE_ALL=1` is set.
+pub fn skip(reason: &str) {
+    if std::env::var_os(REQUIRE_ALL_ENV).is_some_and(|v| v == "1") {
+        panic!("{REQUIRE_ALL_ENV}=1 but this test would be skipped: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}

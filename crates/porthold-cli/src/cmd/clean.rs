@@ -2,6 +2,7 @@
 //! remove reservations of projects that are gone or unused. Each takes
 //! `--dry-run`, which reports what would go and changes nothing.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,7 +99,7 @@ fn run(policy: CleanPolicy, dry_run: bool, ctx: &Ctx) -> anyhow::Result<ExitCode
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(&["PORT", "PATH", "TAG", "REASON", "LAST USED"], rows)
     );

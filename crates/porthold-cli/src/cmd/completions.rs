@@ -28,7 +28,10 @@ pub struct ManArgs {}
 /// Runs `completions`.
 pub fn run_completions(args: CompletionsArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut command = Cli::command();
-    clap_complete::generate(args.shell, &mut command, "porthold", &mut std::io::stdout());
+    // Rendered into memory first: clap_complete panics when its writer fails.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "porthold", &mut script);
+    crate::stdout::write_all(&script);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -37,9 +40,6 @@ pub fn run_man(_args: ManArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let man = clap_mangen::Man::new(Cli::command());
     let mut out = Vec::new();
     man.render(&mut out).context("rendering the man page")?;
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`porthold man | head`) is not an error.
-    let _ = stdout.write_all(&out);
+    crate::stdout::write_all(&out);
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! lists the exclusions; `--remove` trims a range out of them; `--compact`
 //! merges overlapping and adjacent rows.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -114,5 +115,5 @@ fn print_table(exclusions: &[Exclusion]) {
         .iter()
         .map(|x| vec![x.range().to_string(), x.note.clone().unwrap_or_default()])
         .collect();
-    println!("{}", table(&["PORTS", "NOTE"], rows));
+    outln!("{}", table(&["PORTS", "NOTE"], rows));
 }

@@ -2,6 +2,7 @@
 //! project's `porthold.toml` reserved in one transaction (all or nothing),
 //! then printed as a table, JSON, or shell assignments.
 
+use crate::stdout::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -259,7 +260,7 @@ fn print_table(reserved: &Reserved) {
             ]
         })
         .collect();
-    println!("{}", table(&["SERVICE", "PORT", "ENV", "STATUS"], rows));
+    outln!("{}", table(&["SERVICE", "PORT", "ENV", "STATUS"], rows));
 }
 
 /// Runs `reserve-group`.
@@ -299,7 +300,7 @@ pub fn run_autoreserve(args: AutoreserveArgs, ctx: &Ctx) -> anyhow::Result<ExitC
                     shell::assignment(&name, &port.to_string())?
                 ));
             }
-            println!("{}", lines.join("\n"));
+            outln!("{}", lines.join("\n"));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 //! signals the launcher through a pidfd opened for its recorded identity, so a
 //! recycled pid is never signalled.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -162,7 +163,7 @@ pub fn run_url(args: UrlArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         print_json(&json!({ "url": url, "name": name, "instance": instance_json(&live) }));
     } else {
-        println!("{url}");
+        outln!("{url}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -202,7 +203,7 @@ pub fn run_ps(_args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    print!(
+    outln!(
         "{}",
         table(
             &[
@@ -229,9 +230,9 @@ pub fn run_wait(args: WaitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         print_json(&instance_json(&live));
     } else if let Some(url) = live.record.url("http") {
-        println!("{url}");
+        outln!("{url}");
     } else {
-        println!("{name}");
+        outln!("{name}");
     }
     Ok(ExitCode::SUCCESS)
 }

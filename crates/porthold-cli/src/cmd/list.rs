@@ -1,5 +1,6 @@
 //! `porthold list`: the reservations, and whether something listens on each now.
 
+use crate::stdout::outln;
 use std::collections::HashMap;
 use std::process::ExitCode;
 
@@ -91,7 +92,7 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &[

@@ -3,6 +3,7 @@
 //! by the unrelated-path rule (each must be an ancestor or descendant of the
 //! working directory unless --allow-unrelated-path).
 
+use crate::stdout::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,6 +82,6 @@ pub fn run(args: MigrateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    println!("{}", table(&["PORT", "TAG", "FROM", "TO"], rows));
+    outln!("{}", table(&["PORT", "TAG", "FROM", "TO"], rows));
     Ok(ExitCode::SUCCESS)
 }

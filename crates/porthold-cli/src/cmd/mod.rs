@@ -22,6 +22,7 @@ pub mod validate;
 pub mod instances;
 pub mod run;
 
+use crate::stdout::outln;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -106,7 +107,7 @@ pub fn open_existing_registry(ctx: &Ctx) -> anyhow::Result<Option<porthold::regi
 
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    outln!("{value}");
 }
 
 /// Displays a path for humans.

@@ -1,5 +1,6 @@
 //! `porthold list-projects`: one line per project path, with its tags and ports.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -60,7 +61,7 @@ pub fn run(_args: ListProjectsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    println!(
+    outln!(
         "{}",
         table(
             &["PATH", "PROJECT", "TAGS", "PORTS", "LAST USED", "EXISTS"],

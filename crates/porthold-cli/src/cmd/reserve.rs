@@ -1,5 +1,6 @@
 //! `porthold reserve`: a stable port for a key, printed alone on stdout.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -102,7 +103,7 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .into();
         print_json(&value);
     } else {
-        println!("{}", outcome.reservation.port);
+        outln!("{}", outcome.reservation.port);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -150,10 +150,10 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         && !explicit
     {
         // Exactly what reserve-group does (the whole group, atomically), so a
-        // service run first and `autoreserve` later agree on every port.
+        // service run first and `autoreserve` later agree on every port. (Its
+        // errors get run's hints from `exit::hint_for`.)
         let (outcome, _) =
-            super::group::reserve_project_group(ctx, &config, &key.path, None, false, false)
-                .map_err(|e| with_run_hint(e, None, true))?;
+            super::group::reserve_project_group(ctx, &config, &key.path, None, false, false)?;
         for (tag, member) in &outcome.members {
             if *tag == service.tag {
                 reserved_port = Some(member.reservation.port);
@@ -163,10 +163,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     } else {
         if needs_reserved {
-            reserved_port = Some(
-                reserve(ctx, &config, &key, args.port)
-                    .map_err(|e| with_run_hint(e, args.port, false))?,
-            );
+            reserved_port = Some(reserve(ctx, &config, &key, args.port)?);
         }
         if service.is_some() {
             // Explicit choice: only siblings that are reserved already.
@@ -280,32 +277,4 @@ fn needs_reserved_port(text: &str) -> bool {
 /// The spec with its `{port}` placeholder replaced by `port`.
 fn with_reserved_port(text: &str, port: u16) -> String {
     text.replace("{port}", &port.to_string())
-}
-
-/// Gives a reservation error of `run` a hint that works for `run` (the
-/// library's speaks of `reserve`'s --or-any and --force, which `run` lacks).
-fn with_run_hint(err: anyhow::Error, port: Option<u16>, group: bool) -> anyhow::Error {
-    use porthold::Error;
-    let error = match err.downcast::<Error>() {
-        Ok(error) => error,
-        Err(other) => return other,
-    };
-    let hint = match &error {
-        Error::PortTaken { port: taken, .. } if group => format!(
-            "port {taken} is a preferred port of this project's porthold.toml: free it, change \
-             the service's `port`, or run with --port N, --ephemeral or --listen for a one-off choice"
-        ),
-        Error::PortTaken { .. } => match port {
-            Some(_) => "run with another --port, or --ephemeral for a kernel-chosen port".into(),
-            None => "run with --port N, or --ephemeral for a kernel-chosen port".into(),
-        },
-        Error::KeyHoldsOtherPort {
-            held, requested, ..
-        } => format!(
-            "run without --port to use port {held}, or move the key first with \
-             `porthold reserve --port {requested} --force`"
-        ),
-        _ => return error.into(),
-    };
-    anyhow::Error::new(crate::exit::WithHint { error, hint })
 }

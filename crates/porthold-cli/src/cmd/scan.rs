@@ -1,6 +1,7 @@
 //! `porthold scan` and `porthold port-info`: what listens, who owns it, and
 //! what the registry says about it.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -133,7 +134,7 @@ pub fn run_scan(args: ScanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             table(
                 &["PORT", "PROTO", "ADDRESS", "PID", "COMMAND", "STATUS"],
@@ -223,6 +224,6 @@ pub fn run_port_info(args: PortInfoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> 
             ));
         }
     }
-    println!("{}", lines.join("\n"));
+    outln!("{}", lines.join("\n"));
     Ok(ExitCode::SUCCESS)
 }

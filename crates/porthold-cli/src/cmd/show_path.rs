@@ -1,5 +1,6 @@
 //! `porthold show-path` and `porthold show-data-dir`.
 
+use crate::stdout::outln;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -20,7 +21,7 @@ pub fn run(args: ShowPathArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         print_json(&serde_json::json!({ "path": key.path, "tag": key.tag }));
     } else {
-        println!("{}", key.path.display());
+        outln!("{}", key.path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -30,7 +31,7 @@ pub fn run_data_dir(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         print_json(&serde_json::json!({ "data_dir": ctx.data_dir }));
     } else {
-        println!("{}", ctx.data_dir.display());
+        outln!("{}", ctx.data_dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! here (user config, porthold.toml, porthold.local.toml, PORTHOLD_*), which
 //! were already loaded, so reaching this command means they are valid.
 
+use crate::stdout::outln;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,7 +58,7 @@ pub fn run(args: ValidateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ctx.note("no configuration files apply here; built-in defaults");
     }
     for file in &config.files {
-        println!("ok: {}", file.display());
+        outln!("ok: {}", file.display());
     }
     if !config.services.is_empty() {
         let rows = config
@@ -75,7 +76,7 @@ pub fn run(args: ValidateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 ]
             })
             .collect();
-        println!("{}", table(&["SERVICE", "PORT", "ENV"], rows));
+        outln!("{}", table(&["SERVICE", "PORT", "ENV"], rows));
     }
     Ok(ExitCode::SUCCESS)
 }
