@@ -25,7 +25,7 @@ const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate, Launcher::Port
 fn check_receiver(who: &str, env: &[(String, String)], argv: &[OsString]) {
     for &launcher in LAUNCHERS {
         if let Err(reason) = launcher.available() {
-            eprintln!("{launcher:?} skipped: {reason}");
+            porthold::test_hooks::skip(&format!("{launcher:?}: {reason}"));
             continue;
         }
         let response = serve_one(launcher, "web", env, argv);
@@ -92,7 +92,7 @@ c.close()
 #[test]
 fn request_is_served_by_python_socket_fileno_3() {
     let Some(python) = which("python3") else {
-        eprintln!("skipped: python3 is not installed");
+        porthold::test_hooks::skip("python3 is not installed");
         return;
     };
     let argv: Vec<OsString> = vec![python.into(), "-c".into(), PYTHON_RECEIVER.into()];
@@ -117,7 +117,7 @@ server.listen({ fd: 3 });
 #[test]
 fn request_is_served_by_node_listen_fd_3() {
     let Some(node) = which("node") else {
-        eprintln!("skipped: node is not installed");
+        porthold::test_hooks::skip("node is not installed");
         return;
     };
     let argv: Vec<OsString> = vec![node.into(), "-e".into(), NODE_RECEIVER.into()];

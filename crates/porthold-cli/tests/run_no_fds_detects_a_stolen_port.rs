@@ -24,7 +24,9 @@ fn reserve(env: &TestEnv, tag: &str, pool: &str) -> u16 {
 #[test]
 fn a_python_http_server_bound_from_port_is_served_and_found_by_url() {
     if !have("python3") {
-        eprintln!("skipping: python3 is not installed (scripts/install-test-deps.sh installs it)");
+        porthold::test_hooks::skip(
+            "python3 is not installed (scripts/install-test-deps.sh installs it)",
+        );
         return;
     }
     let env = TestEnv::new();

@@ -19,7 +19,9 @@ fn skip_without_python() -> bool {
     if have("python3") {
         return false;
     }
-    eprintln!("skipping: python3 is not installed (scripts/install-test-deps.sh installs it)");
+    porthold::test_hooks::skip(
+        "python3 is not installed (scripts/install-test-deps.sh installs it)",
+    );
     true
 }
 
