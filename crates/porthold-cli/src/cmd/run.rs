@@ -16,6 +16,7 @@ use porthold::net::{KernelPorts, SystemProbe};
 use porthold::registry::ReserveRequest;
 use porthold::supervisor::instance::{self, RunOptions};
 use porthold::supervisor::ready::ReadyMode;
+use porthold::supervisor::signals::{HupAction, SignalPolicy, SignalWatcher};
 
 use super::{KeyArgs, open_registry};
 use crate::ctx::Ctx;
@@ -81,6 +82,10 @@ pub struct RunArgs {
 
 /// Runs the server; exits with its exit code.
 pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    // Signals first, before the registry or the name lock: from here on no
+    // signal can end porthold without cleanup (see supervisor::signals).
+    let on_hup = HupAction::parse(&args.on_hup)?;
+    let signals = SignalWatcher::install(SignalPolicy::new(on_hup))?;
     let key = args.key.resolve(ctx, true)?;
     let config = match &ctx.config.project_root {
         Some(root) if root == &key.path => ctx.config.clone(),
@@ -235,13 +240,12 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         drain_timeout: porthold::duration::parse(&args.drain_timeout)
             .context("in --drain-timeout")?,
         stop_signal: instance::parse_signal(&args.stop_signal)?,
-        on_hup: porthold::supervisor::signals::HupAction::parse(&args.on_hup)?,
         port_env: args.port_env.clone(),
         extra_env,
         command: args.command,
         quiet: ctx.quiet,
     };
-    let code = instance::run(options)?;
+    let code = instance::run(options, signals)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The order of work is the contract of PRODUCT.md §3.2 and each step closes a race:
 //!
-//! 1. **Signals first.** Every signal that could terminate the launcher is
-//!    caught before anything else ([`signals`]); a stop request (TERM, INT,
+//! 1. **Signals first.** The embedder (the CLI) catches every signal that
+//!    could terminate the launcher before anything else and passes them in as
+//!    a [`SignalSource`] (the library installs no handler); a stop request (TERM, INT,
 //!    QUIT, and HUP unless it is forwarded) that arrives before the server is
 //!    ready cancels the start (the record never shows `ready`, exit
 //!    128+signal); USR1, USR2 and WINCH (and HUP with [`HupAction::Forward`])
@@ -49,8 +50,8 @@ use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
 use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
-use crate::supervisor::signals::{HupAction, SignalAction, SignalPolicy};
-use crate::supervisor::{signals, tree};
+use crate::supervisor::signals::{SignalAction, SignalSource};
+use crate::supervisor::tree;
 use crate::test_hooks;
 
 /// How much of the child's stderr is kept to explain a failed start.
@@ -85,8 +86,6 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// The signal that asks the server to stop (what SIGTERM to porthold becomes).
     pub stop_signal: Signal,
-    /// What SIGHUP to porthold means (an inherited ignored SIGHUP stays ignored either way).
-    pub on_hup: HupAction,
     /// The variable that receives the first IP socket's port (`PORT`).
     pub port_env: String,
     /// More environment for the child.
@@ -555,17 +554,19 @@ fn verify_no_fds_owner(record: &Record, main_pid: u32) -> Result<()> {
 }
 
 /// Runs the instance to its end; returns porthold's exit code (the child's,
-/// or 128+signal for a start cancelled by a signal).
+/// or 128+signal for a start cancelled by a signal). `signals` tells it what
+/// the process received ([`signals::SignalWatcher`](crate::supervisor::signals::SignalWatcher)
+/// for a launcher process).
 ///
 /// # Errors
 /// Before the child started: [`Error::NameTaken`] (exit 3), bind conflicts
 /// ([`Error::PortInUse`]-like conflicts, exit 3), invalid options (exit 2),
 /// [`Error::Launch`] for a spawn failure, an early exit, a readiness timeout
 /// or a stolen port (exit 8, the child killed and reaped).
-pub fn run(options: RunOptions) -> Result<i32> {
-    // 1. Signals before anything else.
-    let policy = SignalPolicy::new(options.on_hup);
-    let mut watcher = signals::SignalWatcher::install(policy)?;
+pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Result<i32> {
+    // 1. Signals: the embedder caught them before anything else; one thread
+    // turns them into cancellation, events and forwarded signals.
+    let ignored_in_child = signals.ignored_in_child();
     let (events, inbox) = mpsc::channel::<Event>();
     let cancel = CancelToken::new();
     let first_signal: Arc<Mutex<Option<Signal>>> = Arc::default();
@@ -576,7 +577,7 @@ pub fn run(options: RunOptions) -> Result<i32> {
         let first_signal = first_signal.clone();
         let server_group = server_group.clone();
         thread::spawn(move || {
-            while let Some(action) = watcher.wait() {
+            while let Some(action) = signals.next_action() {
                 match action {
                     SignalAction::Stop(signal) => {
                         lock(&first_signal).get_or_insert(signal);
@@ -636,7 +637,7 @@ pub fn run(options: RunOptions) -> Result<i32> {
         tail: tail.clone(),
         stderr_copier: None,
         server_group: server_group.clone(),
-        ignored_in_child: policy.ignored_in_child(),
+        ignored_in_child,
     };
     let started = lifecycle.start(&cancel, &mut steps, &mut |boundary| {
         test_hooks::pause(&format!("run.{boundary:?}"));

@@ -170,6 +170,38 @@ fn is_ignored(signal: Signal) -> bool {
     }
 }
 
+/// Where an instance learns about the signals its embedder receives.
+///
+/// The library installs no signal handler of its own: a program that runs an
+/// instance (the `porthold` CLI) installs them, typically a [`SignalWatcher`],
+/// and passes the source in; a test or an embedding program can pass any other
+/// source (a channel of [`SignalAction`]s).
+pub trait SignalSource: Send {
+    /// Blocks until the next signal that needs an action; `None` when no more will come.
+    fn next_action(&mut self) -> Option<SignalAction>;
+
+    /// Signals the server must start with ignored (SIGHUP under `nohup`).
+    fn ignored_in_child(&self) -> Vec<Signal> {
+        Vec::new()
+    }
+}
+
+impl SignalSource for SignalWatcher {
+    fn next_action(&mut self) -> Option<SignalAction> {
+        self.wait()
+    }
+
+    fn ignored_in_child(&self) -> Vec<Signal> {
+        self.policy.ignored_in_child()
+    }
+}
+
+impl SignalSource for std::sync::mpsc::Receiver<SignalAction> {
+    fn next_action(&mut self) -> Option<SignalAction> {
+        self.recv().ok()
+    }
+}
+
 /// Catches the policy's signals for the life of the process;
 /// [`wait`](SignalWatcher::wait) returns what to do with each, in order.
 pub struct SignalWatcher {
