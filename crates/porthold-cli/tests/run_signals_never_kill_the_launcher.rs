@@ -165,9 +165,13 @@ fn sighup_before_ready_cancels_the_start_with_129() {
             "1000.7171",
         ],
     );
-    // Once the server runs (its start is waiting for readiness)...
+    // Once the server runs (its start is waiting for readiness; the launcher's
+    // own command line carries the marker too)...
     let deadline = Instant::now() + runner::HANG;
-    while runner::processes_with("1000.7171").is_empty() {
+    while runner::processes_with("1000.7171")
+        .iter()
+        .all(|&pid| pid == launcher.id())
+    {
         assert!(Instant::now() < deadline, "the server never started");
         std::thread::sleep(Duration::from_millis(5));
     }
