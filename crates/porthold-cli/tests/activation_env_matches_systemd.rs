@@ -47,7 +47,7 @@ fn launcher_independent(report: &BTreeMap<String, String>) -> BTreeMap<String, S
 fn child_receives_same_env_as_systemd_socket_activate() {
     let reference = Launcher::SystemdSocketActivate;
     if let Err(reason) = reference.available() {
-        eprintln!("skipped: {reason}");
+        porthold::test_hooks::skip(&reason);
         return;
     }
     let expected = probe_under(reference);
@@ -71,7 +71,7 @@ fn child_receives_same_env_as_systemd_socket_activate() {
     let expected = launcher_independent(&expected);
     for &launcher in LAUNCHERS {
         if let Err(reason) = launcher.available() {
-            eprintln!("{launcher:?} skipped: {reason}");
+            porthold::test_hooks::skip(&format!("{launcher:?}: {reason}"));
             continue;
         }
         let got = launcher_independent(&probe_under(launcher));

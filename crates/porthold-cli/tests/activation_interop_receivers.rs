@@ -7,7 +7,10 @@ mod activation_support;
 
 use std::ffi::OsString;
 
-use activation_support::{Launcher, reply, role_argv, run_role_if_requested, serve_one, which};
+use activation_support::{
+    Launcher, candidate_port, reply, role_argv, run_role_if_requested, serve_one,
+    serve_one_on_ports, which,
+};
 
 /// Entry point of the child roles; a no-op in a normal test run.
 #[test]
@@ -22,7 +25,7 @@ const LAUNCHERS: &[Launcher] = &[Launcher::SystemdSocketActivate, Launcher::Port
 fn check_receiver(who: &str, env: &[(String, String)], argv: &[OsString]) {
     for &launcher in LAUNCHERS {
         if let Err(reason) = launcher.available() {
-            eprintln!("{launcher:?} skipped: {reason}");
+            porthold::test_hooks::skip(&format!("{launcher:?}: {reason}"));
             continue;
         }
         let response = serve_one(launcher, "web", env, argv);
@@ -43,6 +46,28 @@ fn request_is_served_by_a_sd_notify_receiver_with_strict_listen_pid() {
 #[test]
 fn request_is_served_by_a_listenfd_receiver() {
     check_role("listenfd", "listenfd");
+}
+
+/// The harness itself must not be fooled by the race porthold exists to
+/// remove: a port that was free when chosen can be taken before the launcher
+/// binds it. A squatter that listens but never answers holds the first
+/// candidate; the request must go to the launcher's socket on the next port,
+/// never to the squatter (which would leave the test waiting for a reply).
+#[test]
+fn a_candidate_port_taken_by_a_silent_listener_is_skipped_not_requested() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("squatter");
+    let taken = squatter.local_addr().expect("addr").port();
+    let mut ports = std::iter::once(taken).chain(std::iter::repeat_with(candidate_port));
+    let (argv, role_env) = role_argv("porthold");
+    let response = serve_one_on_ports(
+        Launcher::PortholdRun,
+        "web",
+        &[role_env],
+        &argv,
+        &mut || ports.next().expect("endless"),
+    );
+    assert_eq!(response, reply("porthold"));
+    drop(squatter);
 }
 
 #[test]
@@ -67,7 +92,7 @@ c.close()
 #[test]
 fn request_is_served_by_python_socket_fileno_3() {
     let Some(python) = which("python3") else {
-        eprintln!("skipped: python3 is not installed");
+        porthold::test_hooks::skip("python3 is not installed");
         return;
     };
     let argv: Vec<OsString> = vec![python.into(), "-c".into(), PYTHON_RECEIVER.into()];
@@ -92,7 +117,7 @@ server.listen({ fd: 3 });
 #[test]
 fn request_is_served_by_node_listen_fd_3() {
     let Some(node) = which("node") else {
-        eprintln!("skipped: node is not installed");
+        porthold::test_hooks::skip("node is not installed");
         return;
     };
     let argv: Vec<OsString> = vec![node.into(), "-e".into(), NODE_RECEIVER.into()];

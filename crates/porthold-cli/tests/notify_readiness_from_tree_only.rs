@@ -173,7 +173,7 @@ fn a_sender_outside_the_receivers_pid_namespace_is_dropped() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !unshare_works {
-        eprintln!("skipped: `unshare -p -f` is unavailable (needs root and util-linux)");
+        porthold::test_hooks::skip("`unshare -p -f` is unavailable (needs root and util-linux)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,7 +8,7 @@ mod util;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use runner::{finish, have, http_get, signal, spawn_run, wait_ready};
+use runner::{EXIT_BOUND, finish, finish_within, have, http_get, signal, spawn_run, wait_ready};
 use util::TestEnv;
 
 fn reserve(env: &TestEnv, tag: &str, pool: &str) -> u16 {
@@ -24,7 +24,9 @@ fn reserve(env: &TestEnv, tag: &str, pool: &str) -> u16 {
 #[test]
 fn a_python_http_server_bound_from_port_is_served_and_found_by_url() {
     if !have("python3") {
-        eprintln!("skipping: python3 is not installed (scripts/install-test-deps.sh installs it)");
+        porthold::test_hooks::skip(
+            "python3 is not installed (scripts/install-test-deps.sh installs it)",
+        );
         return;
     }
     let env = TestEnv::new();
@@ -70,7 +72,7 @@ fn a_thief_that_binds_the_port_in_the_window_is_named_with_exit_8() {
             "stolen",
             "--no-fds",
             "--ready-timeout",
-            "20s",
+            "5s",
             "--",
             "sh",
             "-c",
@@ -101,7 +103,10 @@ fn a_thief_that_binds_the_port_in_the_window_is_named_with_exit_8() {
         );
         std::thread::sleep(Duration::from_millis(2));
     };
-    let (code, _, err) = finish(launcher);
+    // The thief listens, so readiness (tcp) passes at once and the ownership
+    // check decides within a second or two. Were the check broken, porthold
+    // would keep serving `sleep`: bounded, so that fails in seconds, not a minute.
+    let (code, _, err) = finish_within(launcher, EXIT_BOUND);
     drop(thief);
     assert_eq!(code, Some(8), "{err}");
     assert!(

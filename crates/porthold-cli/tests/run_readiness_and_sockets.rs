@@ -19,7 +19,9 @@ fn skip_without_python() -> bool {
     if have("python3") {
         return false;
     }
-    eprintln!("skipping: python3 is not installed (scripts/install-test-deps.sh installs it)");
+    porthold::test_hooks::skip(
+        "python3 is not installed (scripts/install-test-deps.sh installs it)",
+    );
     true
 }
 
@@ -373,4 +375,102 @@ fn notify_readiness_comes_from_the_child_and_an_unrelated_sender_is_ignored() {
     wait_ready(&env, "nt", &mut launcher);
     signal(launcher.id(), libc::SIGTERM);
     finish(launcher);
+}
+
+#[test]
+fn a_cmd_probe_gets_only_0_1_2_even_with_a_leaky_inherited_fd() {
+    let env = TestEnv::new();
+    let listing = env.dir.path().join("probe-fds");
+    let leaky = std::fs::File::open("/dev/null").unwrap();
+    let probe = format!(
+        "cmd:ls /proc/$$/fd > {0}.tmp && mv {0}.tmp {0} && test ! -e /proc/$$/fd/9",
+        listing.display()
+    );
+    let mut cmd = env.std_cmd();
+    cmd.args([
+        "run",
+        "--ephemeral",
+        "--name",
+        "probefds",
+        "--ready",
+        &probe,
+        "--ready-timeout",
+        "5s",
+        "--",
+        "sleep",
+        "1000",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaky);
+    // SAFETY: between fork and exec we only call dup2, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // fd 9 in porthold, without CLOEXEC: the probe must not get it.
+            if libc::dup2(fd, 9) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut launcher = cmd.spawn().unwrap();
+    wait_ready(&env, "probefds", &mut launcher);
+    let fds = std::fs::read_to_string(&listing).unwrap();
+    // 0, 1, 2, and whatever the shell itself opened for the redirection (dash
+    // saves fd 1 at 10 and up); nothing of porthold's.
+    let numbers: Vec<u32> = fds.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        numbers.iter().all(|&n| n <= 2 || n >= 10) && numbers.len() >= 3,
+        "the probe's fds: {numbers:?}"
+    );
+    signal(launcher.id(), libc::SIGTERM);
+    let (code, _, err) = finish(launcher);
+    assert_eq!(code, Some(143), "{err}");
+}
+
+#[test]
+fn a_unix_listeners_socket_file_is_removed_when_the_instance_ends() {
+    let env = TestEnv::new();
+    let sock = env.dir.path().join("app.sock");
+    let spec = format!("app=unix://{}", sock.display());
+    // The server checks the socket file is there while it runs.
+    let check = format!("test -S {}", sock.display());
+    let out = env
+        .cmd()
+        .args(["run", "--listen", &spec, "--", "sh", "-c", &check])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!sock.exists(), "socket file left after a normal end");
+    // A failed start (exit 8) cleans up too.
+    let out = env
+        .cmd()
+        .args([
+            "run",
+            "--listen",
+            &spec,
+            "--ready",
+            "cmd:false",
+            "--ready-timeout",
+            "300ms",
+            "--",
+            "sleep",
+            "1000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!sock.exists(), "socket file left after a failed start");
 }

@@ -124,10 +124,37 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
         )
         .into());
     }
+    let (outcome, cleaned) = reserve_project_group(
+        ctx,
+        &config,
+        &path,
+        args.pool.as_deref(),
+        args.skip_occupancy_check,
+        args.disable_autoclean,
+    )?;
+    Ok(Reserved {
+        config,
+        path,
+        outcome,
+        cleaned,
+    })
+}
+
+/// Reserves every service of `config` (the project at `path`) in one
+/// transaction, as `reserve-group` does; also used by `run --tag SERVICE`, so
+/// both agree on every port. Prints the autoclean notes and the members' warnings.
+pub(crate) fn reserve_project_group(
+    ctx: &Ctx,
+    config: &Config,
+    path: &std::path::Path,
+    pool: Option<&str>,
+    skip_occupancy_check: bool,
+    disable_autoclean: bool,
+) -> anyhow::Result<(GroupOutcome, Vec<porthold::registry::Cleaned>)> {
     let kernel = KernelPorts::read();
-    let pool = ctx.pool(&config, args.pool.as_deref(), &kernel)?;
+    let pool = ctx.pool(config, pool, &kernel)?;
     let request = GroupRequest {
-        path: path.clone(),
+        path: path.to_path_buf(),
         members: config
             .services
             .values()
@@ -142,13 +169,13 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
         kernel,
     };
     let probe = SystemProbe;
-    let probe: Option<&dyn OccupancyProbe> = if args.skip_occupancy_check {
+    let probe: Option<&dyn OccupancyProbe> = if skip_occupancy_check {
         None
     } else {
         Some(&probe)
     };
     let mut registry = open_registry(ctx)?;
-    let (outcome, cleaned) = if args.disable_autoclean {
+    let (outcome, cleaned) = if disable_autoclean {
         (registry.reserve_group(&request, probe)?, Vec::new())
     } else {
         let policy =
@@ -169,12 +196,7 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
             ctx.warn(note);
         }
     }
-    Ok(Reserved {
-        config,
-        path,
-        outcome,
-        cleaned,
-    })
+    Ok((outcome, cleaned))
 }
 
 /// `(env name, port)` per service, in tag order.

@@ -16,6 +16,7 @@ use porthold::net::{KernelPorts, SystemProbe};
 use porthold::registry::ReserveRequest;
 use porthold::supervisor::instance::{self, RunOptions};
 use porthold::supervisor::ready::ReadyMode;
+use porthold::supervisor::signals::{HupAction, SignalPolicy, SignalWatcher};
 
 use super::{KeyArgs, open_registry};
 use crate::ctx::Ctx;
@@ -50,6 +51,11 @@ pub struct RunArgs {
     /// child's tree bound it (for servers that can only bind by themselves).
     #[arg(long)]
     pub no_fds: bool,
+    /// What SIGHUP to porthold (the terminal went away) does: stop the instance (stop
+    /// signal, drain, kill) or forward SIGHUP to the server. Under `nohup` SIGHUP stays
+    /// ignored, for porthold and the server.
+    #[arg(long, value_name = "ACTION", default_value = "stop", value_parser = ["stop", "forward"])]
+    pub on_hup: String,
     /// Who may send READY=1 in --ready notify: tree (the child and its descendants) or main.
     #[arg(long, value_name = "WHO", default_value = "tree")]
     pub notify_access: String,
@@ -76,6 +82,10 @@ pub struct RunArgs {
 
 /// Runs the server; exits with its exit code.
 pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    // Signals first, before the registry or the name lock: from here on no
+    // signal can end porthold without cleanup (see supervisor::signals).
+    let on_hup = HupAction::parse(&args.on_hup)?;
+    let signals = SignalWatcher::install(SignalPolicy::new(on_hup))?;
     porthold::config::validate_env_name(&args.port_env).context("in --port-env")?;
     let key = args.key.resolve(ctx, true)?;
     let config = match &ctx.config.project_root {
@@ -83,7 +93,27 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         _ if key.path.join("porthold.toml").exists() => ctx.config_for_project(&key.path)?,
         _ => ctx.config.clone(),
     };
-    let service = config.services.get(&key.tag);
+    // The project's services, when the key is that project (its path holds the
+    // porthold.toml the config came from).
+    let in_project = config.project_root.as_deref() == Some(key.path.as_path());
+    let service = if in_project {
+        config.services.get(&key.tag)
+    } else {
+        None
+    };
+    if in_project && service.is_none() && !key.tag.is_empty() && !config.services.is_empty() {
+        ctx.warn(format!(
+            "--tag {} names no service of {}; its services are: {}",
+            key.tag,
+            key.path.join(porthold::config::PROJECT_FILE).display(),
+            config
+                .services
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let name = match &args.name {
         Some(name) => {
             discovery::validate_name(name)?;
@@ -96,35 +126,83 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         key.tag.clone()
     };
-
-    let mut specs: Vec<ListenSpec> = Vec::new();
-    let listen: Vec<String> = if args.listen.is_empty() {
-        service.map(|s| s.listen.clone()).unwrap_or_default()
+    // An explicit choice of socket wins over the service's reservation.
+    let explicit = args.port.is_some() || args.ephemeral || !args.listen.is_empty();
+    // The sockets: `--listen` flags, else the service's `listen` (already
+    // checked at load, with file:line), else the default below.
+    let specs: Vec<ListenSpec> = if args.listen.is_empty() {
+        match service {
+            Some(service) => service.listen_specs()?,
+            None => Vec::new(),
+        }
     } else {
-        args.listen.clone()
+        args.listen
+            .iter()
+            .map(|text| ListenSpec::parse(text).with_context(|| format!("in --listen {text}")))
+            .collect::<anyhow::Result<_>>()?
     };
-    for text in &listen {
-        specs.push(ListenSpec::parse(text).with_context(|| format!("in --listen {text}"))?);
+    porthold::net::listen::validate_listen_specs(&specs)?;
+    if specs.is_empty() && args.ephemeral && args.no_fds {
+        anyhow::bail!(porthold::Error::invalid(
+            "--ephemeral with --no-fds is not supported",
+            Some(
+                "a server that binds by itself needs a port it can be told in advance; \
+                 drop --ephemeral to use the key's reserved port"
+                    .into()
+            ),
+        ));
     }
+    let needs_reserved =
+        (specs.is_empty() && !args.ephemeral) || specs.iter().any(ListenSpec::needs_reserved_port);
+
+    // The key's port, and its siblings' ports (`API_PORT` for `run --tag web`).
     let mut reserved_port = None;
-    if specs.is_empty() {
-        let port = if args.ephemeral {
-            if args.no_fds {
-                anyhow::bail!(porthold::Error::invalid(
-                    "--ephemeral with --no-fds is not supported",
-                    Some(
-                        "a server that binds by itself needs a port it can be told in advance; \
-                         drop --ephemeral to use the key's reserved port"
-                            .into()
-                    ),
-                ));
+    let mut sibling_ports: Vec<(String, u16)> = Vec::new();
+    if let Some(service) = service
+        && !explicit
+    {
+        // Exactly what reserve-group does (the whole group, atomically), so a
+        // service run first and `autoreserve` later agree on every port. (Its
+        // errors get run's hints from `exit::hint_for`.)
+        let (outcome, _) =
+            super::group::reserve_project_group(ctx, &config, &key.path, None, false, false)?;
+        for (tag, member) in &outcome.members {
+            if *tag == service.tag {
+                reserved_port = Some(member.reservation.port);
+            } else {
+                sibling_ports.push((tag.clone(), member.reservation.port));
             }
-            0
-        } else {
-            let port = reserve(ctx, &config, &key, args.port)?;
-            reserved_port = Some(port);
-            port
-        };
+        }
+    } else {
+        if needs_reserved {
+            reserved_port = Some(reserve(ctx, &config, &key, args.port)?);
+        }
+        if service.is_some() {
+            // Explicit choice: only siblings that are reserved already.
+            let registry = open_registry(ctx)?;
+            for tag in config.services.keys().filter(|t| **t != key.tag) {
+                let sibling = porthold::key::Key {
+                    path: key.path.clone(),
+                    tag: tag.clone(),
+                };
+                if let Some(reservation) = registry.get(&sibling)? {
+                    sibling_ports.push((tag.clone(), reservation.port));
+                }
+            }
+        }
+    }
+
+    // `{port}` (or no port) means the key's reserved port.
+    let specs: Vec<ListenSpec> = specs
+        .into_iter()
+        .map(|spec| match reserved_port {
+            Some(port) if spec.needs_reserved_port() => spec.with_port(port),
+            _ => spec,
+        })
+        .collect();
+    let mut specs = specs;
+    if specs.is_empty() {
+        let port = reserved_port.unwrap_or(0);
         specs.push(
             ListenSpec::parse(&format!("{default_name}=tcp://127.0.0.1:{port}"))
                 .context("building the default listener")?,
@@ -144,6 +222,13 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         && service.env != args.port_env
     {
         extra_env.push((service.env.clone().into(), port.to_string().into()));
+    }
+    for (tag, port) in &sibling_ports {
+        if let Some(sibling) = config.services.get(tag)
+            && sibling.env != args.port_env
+        {
+            extra_env.push((sibling.env.clone().into(), port.to_string().into()));
+        }
     }
 
     let options = RunOptions {
@@ -168,7 +253,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         command: args.command,
         quiet: ctx.quiet,
     };
-    let code = instance::run(options)?;
+    let code = instance::run(options, signals)?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }
 

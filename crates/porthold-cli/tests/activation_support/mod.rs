@@ -142,7 +142,7 @@ pub fn role_argv(role: &str) -> (Vec<OsString>, (String, String)) {
 }
 
 /// A random port in 20000-29999 that was free a moment ago.
-fn candidate_port() -> u16 {
+pub fn candidate_port() -> u16 {
     loop {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -165,8 +165,27 @@ pub fn serve_one(
     env: &[(String, String)],
     argv: &[OsString],
 ) -> String {
+    serve_one_on_ports(launcher, fd_name, env, argv, &mut candidate_port)
+}
+
+/// [`serve_one`] with the candidate ports drawn from `next_port`.
+///
+/// A port that was free a moment ago may be taken by anyone before the
+/// launcher binds it (other tests, other users of the machine). The request is
+/// therefore only sent once the listener on the port is known to be the
+/// launcher's (its pid or a descendant holds it, checked through `/proc`); a
+/// foreign listener there means "taken": the launcher is stopped and the next
+/// port tried. (Connecting first would talk to whoever holds the port, and a
+/// foreign server that never answers would leave the test waiting for a reply.)
+pub fn serve_one_on_ports(
+    launcher: Launcher,
+    fd_name: &str,
+    env: &[(String, String)],
+    argv: &[OsString],
+    next_port: &mut dyn FnMut() -> u16,
+) -> String {
     for _attempt in 0..10 {
-        let addr: SocketAddr = ([127, 0, 0, 1], candidate_port()).into();
+        let addr: SocketAddr = ([127, 0, 0, 1], next_port()).into();
         let mut child = launcher
             .command(addr, fd_name, env, argv)
             .stdin(Stdio::null())
@@ -174,12 +193,20 @@ pub fn serve_one(
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning the launcher");
-        let Some(mut stream) = connect_while_alive(&mut child, addr) else {
-            let out = finish(child);
-            if out.contains("Address already in use") || out.contains("is in use") {
+        let mut stream = match connect_when_ours(&mut child, addr) {
+            Connect::Ours(stream) => stream,
+            Connect::Taken => {
+                let _ = child.kill();
+                let _ = finish(child);
                 continue;
             }
-            panic!("launcher exited before accepting a connection on {addr}: {out}");
+            Connect::Exited => {
+                let out = finish(child);
+                if out.contains("Address already in use") || out.contains("is in use") {
+                    continue;
+                }
+                panic!("launcher exited before accepting a connection on {addr}: {out}");
+            }
         };
         stream.set_read_timeout(Some(HANG)).expect("read timeout");
         stream
@@ -206,16 +233,53 @@ pub fn serve_one(
     panic!("no free port found in 10 attempts");
 }
 
-fn connect_while_alive(child: &mut Child, addr: SocketAddr) -> Option<TcpStream> {
+/// How [`connect_when_ours`] ended.
+enum Connect {
+    /// Connected to the launcher's own listener.
+    Ours(TcpStream),
+    /// Another process listens on the port.
+    Taken,
+    /// The launcher exited first.
+    Exited,
+}
+
+/// Whether `pid` is `root` or one of its descendants.
+fn in_tree(pid: u32, root: u32) -> bool {
+    let mut current = pid;
+    for _ in 0..64 {
+        if current == root {
+            return true;
+        }
+        match porthold::identity::ppid_of(current) {
+            Some(ppid) if ppid > 1 && ppid != current => current = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Waits until a listener on `addr`'s port belongs to `child`'s tree, then connects.
+fn connect_when_ours(child: &mut Child, addr: SocketAddr) -> Connect {
     let start = Instant::now();
     while start.elapsed() < HANG {
-        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            return Some(s);
-        }
         if child.try_wait().expect("try_wait").is_some() {
-            return None;
+            return Connect::Exited;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        let entries = porthold::net::listeners_on_port(addr.port());
+        // An owner we cannot see is not ours either: our own processes are readable.
+        if entries
+            .iter()
+            .any(|e| e.owner.as_ref().is_none_or(|o| !in_tree(o.pid, child.id())))
+        {
+            return Connect::Taken;
+        }
+        if !entries.is_empty() {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => return Connect::Ours(s),
+                Err(_) => continue,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     let _ = child.kill();
     panic!("nothing listened on {addr} within {HANG:?}");

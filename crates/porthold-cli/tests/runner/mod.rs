@@ -58,15 +58,33 @@ pub fn wait_ready(env: &TestEnv, name: &str, launcher: &mut Child) -> LiveRecord
 }
 
 /// Waits for the launcher to exit (bounded) and returns its exit code and stderr.
-pub fn finish(mut launcher: Child) -> (Option<i32>, String, String) {
-    let deadline = Instant::now() + HANG;
+pub fn finish(launcher: Child) -> (Option<i32>, String, String) {
+    finish_within(launcher, HANG)
+}
+
+/// Like [`finish`], but fails (killing the launcher and showing its stderr) when
+/// the launcher is still running after `limit`: for tests whose broken case is
+/// a launcher that keeps running.
+pub fn finish_within(mut launcher: Child, limit: Duration) -> (Option<i32>, String, String) {
+    let deadline = Instant::now() + limit;
     loop {
         if launcher.try_wait().unwrap().is_some() {
             break;
         }
         if Instant::now() > deadline {
+            // SIGTERM first, so porthold takes its server's tree down with it
+            // (a SIGKILLed launcher leaves a forking server's children behind).
+            signal(launcher.id(), libc::SIGTERM);
+            let grace = Instant::now() + Duration::from_secs(5);
+            while launcher.try_wait().unwrap().is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = launcher.kill();
-            panic!("launcher did not exit");
+            let out = launcher.wait_with_output().unwrap();
+            panic!(
+                "launcher still running after {limit:?}; its stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -88,6 +106,23 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response
+}
+
+/// How long a launcher gets to exit once it has been told to: long enough for
+/// a loaded machine, short enough that a launcher that never exits fails fast.
+pub const EXIT_BOUND: Duration = Duration::from_secs(10);
+
+/// Signal numbers the kernel shows as set in `/proc/PID/status` field `field` (`SigIgn`, `SigCgt`).
+pub fn signal_set(pid: u32, field: &str) -> Vec<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let Some(hex) = status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+    else {
+        return Vec::new();
+    };
+    let mask = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
+    (1..=64).filter(|n| mask & (1u64 << (n - 1)) != 0).collect()
 }
 
 pub fn signal(pid: u32, sig: i32) {

@@ -18,8 +18,11 @@
 //!
 //! The socket file is created with mode 0600 (bound under a temporary name,
 //! `chmod`ed, then renamed into place, so it never exists with a wider mode under
-//! its final name), in a directory the caller chooses, under a unique name; it is
-//! removed when the [`NotifyServer`] is dropped.
+//! its final name), either in a directory the caller chooses under a unique
+//! name ([`NotifyServer::bind`]) or at a path the caller owns
+//! ([`NotifyServer::bind_at`], which replaces a file left there by a killed
+//! predecessor, so such files never accumulate). It is removed when the
+//! [`NotifyServer`] is dropped, if it is still the socket this server bound.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -50,6 +53,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 pub struct NotifyServer {
     fd: OwnedFd,
     path: PathBuf,
+    /// `(device, inode)` of the socket file as bound: drop removes only that file.
+    file_id: Option<(u64, u64)>,
 }
 
 /// One message received on a [`NotifyServer`], with its sender and parsed fields.
@@ -174,68 +179,74 @@ impl NotifyServer {
     /// # }
     /// ```
     pub fn bind(dir: &Path) -> Result<NotifyServer> {
-        let fd = socket_with(
-            AddressFamily::UNIX,
-            SocketType::DGRAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| Error::io("creating the notify socket", e.into()))?;
-        sockopt::set_socket_passcred(&fd, true)
-            .map_err(|e| Error::io("setting SO_PASSCRED on the notify socket", e.into()))?;
-        for _ in 0..100 {
-            let unique = unique_suffix();
-            let path = dir.join(format!("notify-{unique}.sock"));
-            let tmp = dir.join(format!(".notify-{unique}.tmp"));
-            if path.as_os_str().len() > MAX_SUN_PATH {
-                return Err(Error::invalid(
-                    format!(
-                        "notify socket path `{}` is longer than the {MAX_SUN_PATH} bytes a Unix socket allows",
-                        path.display()
-                    ),
-                    Some("use a shorter runtime directory".to_string()),
-                ));
-            }
-            let addr = SocketAddrUnix::new(&tmp)
-                .map_err(|e| Error::io(format!("notify socket `{}`", tmp.display()), e.into()))?;
-            match bind(&fd, &addr) {
-                Ok(()) => {}
-                Err(Errno::ADDRINUSE) => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("binding the notify socket `{}`", tmp.display()),
-                        e.into(),
-                    ));
-                }
-            }
-            let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| Error::io(format!("chmod 0600 `{}`", tmp.display()), e))
-                .and_then(|()| {
-                    // The final name embeds the same unique suffix; `rename` would
-                    // silently replace an existing file, so refuse one first.
-                    if path.symlink_metadata().is_ok() {
-                        return Err(Error::invalid(
-                            format!("`{}` already exists", path.display()),
-                            None,
-                        ));
-                    }
-                    std::fs::rename(&tmp, &path).map_err(|e| {
-                        Error::io(
-                            format!("renaming `{}` to `{}`", tmp.display(), path.display()),
-                            e,
-                        )
-                    })
-                });
-            if let Err(e) = placed {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            return Ok(NotifyServer { fd, path });
+        let fd = new_socket()?;
+        let path = dir.join(format!("notify-{}.sock", unique_suffix()));
+        check_length(&path)?;
+        let tmp = bind_temporary(&fd, dir)?;
+        // `rename` would silently replace an existing file, so refuse one first.
+        let placed = if path.symlink_metadata().is_ok() {
+            Err(Error::invalid(
+                format!("`{}` already exists", path.display()),
+                None,
+            ))
+        } else {
+            rename_into_place(&tmp, &path)
+        };
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        Err(Error::io(
-            format!("finding a free notify socket name in `{}`", dir.display()),
-            std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        ))
+        Ok(NotifyServer::placed(fd, path))
+    }
+
+    /// Binds a notify socket at exactly `path` (mode 0600, close-on-exec,
+    /// `SO_PASSCRED` on), atomically replacing a file already there.
+    ///
+    /// For a caller that owns the name, e.g. the holder of an instance's lock:
+    /// a socket file left at `path` by a predecessor that was killed is
+    /// replaced, so notify sockets never pile up in the directory.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when `path` is too long for a Unix socket or has no
+    /// parent directory; [`Error::Io`] on socket, bind, chmod or rename failures.
+    pub fn bind_at(path: &Path) -> Result<NotifyServer> {
+        check_length(path)?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("notify socket path `{}` has no directory", path.display()),
+                    None,
+                )
+            })?;
+        let fd = new_socket()?;
+        let tmp = bind_temporary(&fd, dir)?;
+        if let Err(e) = rename_into_place(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(NotifyServer::placed(fd, path.to_path_buf()))
+    }
+
+    fn placed(fd: OwnedFd, path: PathBuf) -> NotifyServer {
+        use std::os::unix::fs::MetadataExt;
+        let file_id = path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()));
+        NotifyServer { fd, path, file_id }
+    }
+
+    /// Removes the socket file now if it is still the one this server bound
+    /// (idempotent; the socket keeps working for datagrams already queued).
+    pub fn remove_file(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let current = self
+            .path
+            .symlink_metadata()
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if current.is_some() && current == self.file_id {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     /// The socket's path: the value for the child's `NOTIFY_SOCKET`.
@@ -393,8 +404,73 @@ impl AsFd for NotifyServer {
 
 impl Drop for NotifyServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.remove_file();
     }
+}
+
+/// A datagram socket, close-on-exec, with `SO_PASSCRED`.
+fn new_socket() -> Result<OwnedFd> {
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| Error::io("creating the notify socket", e.into()))?;
+    sockopt::set_socket_passcred(&fd, true)
+        .map_err(|e| Error::io("setting SO_PASSCRED on the notify socket", e.into()))?;
+    Ok(fd)
+}
+
+fn check_length(path: &Path) -> Result<()> {
+    if path.as_os_str().len() > MAX_SUN_PATH {
+        return Err(Error::invalid(
+            format!(
+                "notify socket path `{}` is longer than the {MAX_SUN_PATH} bytes a Unix socket allows",
+                path.display()
+            ),
+            Some("use a shorter runtime directory".to_string()),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds `fd` under a fresh temporary name in `dir` and makes it mode 0600.
+fn bind_temporary(fd: &OwnedFd, dir: &Path) -> Result<PathBuf> {
+    for _ in 0..100 {
+        let tmp = dir.join(format!(".notify-{}.tmp", unique_suffix()));
+        check_length(&tmp)?;
+        let addr = SocketAddrUnix::new(&tmp)
+            .map_err(|e| Error::io(format!("notify socket `{}`", tmp.display()), e.into()))?;
+        match bind(fd, &addr) {
+            Ok(()) => {}
+            Err(Errno::ADDRINUSE) => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("binding the notify socket `{}`", tmp.display()),
+                    e.into(),
+                ));
+            }
+        }
+        if let Err(e) = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(format!("chmod 0600 `{}`", tmp.display()), e));
+        }
+        return Ok(tmp);
+    }
+    Err(Error::io(
+        format!("finding a free notify socket name in `{}`", dir.display()),
+        std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    ))
+}
+
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).map_err(|e| {
+        Error::io(
+            format!("renaming `{}` to `{}`", tmp.display(), path.display()),
+            e,
+        )
+    })
 }
 
 fn unique_suffix() -> String {

@@ -52,6 +52,7 @@ pub struct SpawnRequest<'a> {
     stderr: Option<OwnedFd>,
     new_process_group: bool,
     parent_death_signal: Option<Signal>,
+    ignored_signals: Vec<Signal>,
 }
 
 /// A started child.
@@ -75,6 +76,7 @@ impl<'a> SpawnRequest<'a> {
             stderr: None,
             new_process_group: false,
             parent_death_signal: None,
+            ignored_signals: Vec::new(),
         }
     }
 
@@ -121,6 +123,13 @@ impl<'a> SpawnRequest<'a> {
         self
     }
 
+    /// Starts the child with `signal` ignored (`SIG_IGN`, which survives `execve`)
+    /// instead of at its default, e.g. SIGHUP for a launcher run under `nohup`.
+    pub fn ignore_signal(mut self, signal: Signal) -> Self {
+        self.ignored_signals.push(signal);
+        self
+    }
+
     /// Starts the child.
     ///
     /// # Errors
@@ -148,6 +157,10 @@ struct Prepared {
     stdio: [Option<OwnedFd>; 3],
     new_process_group: bool,
     parent_death_signal: Option<Signal>,
+    /// Bit `n` set: signal `n` starts ignored in the child.
+    ignore_mask: u64,
+    /// The highest signal number (`SIGRTMAX`), read before the fork.
+    max_signal: i32,
     parent_pid: libc::pid_t,
     program: OsString,
 }
@@ -312,6 +325,12 @@ impl Prepared {
             stdio,
             new_process_group: request.new_process_group,
             parent_death_signal: request.parent_death_signal,
+            ignore_mask: request
+                .ignored_signals
+                .iter()
+                .filter(|s| (1..64).contains(&s.as_raw()))
+                .fold(0u64, |mask, s| mask | (1u64 << s.as_raw())),
+            max_signal: libc::SIGRTMAX().min(63),
             // SAFETY: getpid has no preconditions.
             parent_pid: unsafe { libc::getpid() },
             program: program.clone(),
@@ -378,6 +397,8 @@ impl Prepared {
                     empty_mask: &empty_mask,
                     new_process_group: self.new_process_group,
                     pdeathsig: self.parent_death_signal.map_or(0, |s| s.as_raw()),
+                    ignore_mask: self.ignore_mask,
+                    max_signal: self.max_signal,
                     parent_pid: self.parent_pid,
                 })
             }
@@ -428,6 +449,8 @@ struct ChildPlan<'a> {
     empty_mask: &'a libc::sigset_t,
     new_process_group: bool,
     pdeathsig: i32,
+    ignore_mask: u64,
+    max_signal: i32,
     parent_pid: libc::pid_t,
 }
 
@@ -476,10 +499,14 @@ unsafe fn child_after_fork(plan: &ChildPlan<'_>) -> ! {
             }
         }
         // Default dispositions (a handler would be reset by exec anyway, but an
-        // ignored signal — std ignores SIGPIPE — would stay ignored) and an empty mask.
-        for sig in 1..32 {
+        // ignored signal — std ignores SIGPIPE — would stay ignored, and until
+        // exec a handler of the parent's could run here), realtime signals
+        // included, except those the caller wants ignored; then an empty mask.
+        // (The C library refuses its reserved realtime signals: harmless.)
+        for sig in 1..=plan.max_signal {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+                let ignore = plan.ignore_mask & (1u64 << sig) != 0;
+                libc::signal(sig, if ignore { libc::SIG_IGN } else { libc::SIG_DFL });
             }
         }
         libc::sigprocmask(libc::SIG_SETMASK, plan.empty_mask, std::ptr::null_mut());

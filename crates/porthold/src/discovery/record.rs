@@ -207,6 +207,9 @@ pub struct Record {
     pub exe: String,
     /// The writer's command line (informational).
     pub argv: Vec<String>,
+    /// The server's latest `STATUS=` text from the notify socket, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl Record {
@@ -248,6 +251,7 @@ impl Record {
             argv: std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
+            status: None,
         })
     }
 
@@ -359,6 +363,20 @@ mod tests {
         let r = sample();
         let bytes = r.to_json().unwrap();
         assert_eq!(Record::from_json(&bytes, Path::new("x")).unwrap(), r);
+    }
+
+    #[test]
+    fn a_status_round_trips_and_a_record_without_one_reads_as_none() {
+        let mut r = sample();
+        r.status = Some("serving 3 requests".into());
+        let bytes = r.to_json().unwrap();
+        assert_eq!(Record::from_json(&bytes, Path::new("x")).unwrap(), r);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
+        assert!(v.get("status").is_none());
+        v.as_object_mut().unwrap().remove("status");
+        let r = Record::from_json(v.to_string().as_bytes(), Path::new("x")).unwrap();
+        assert_eq!(r.status, None);
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //!
 //! The order of work is the contract of PRODUCT.md §3.2 and each step closes a race:
 //!
-//! 1. **Signals first.** TERM/INT/QUIT/HUP are caught before anything else, so
-//!    the launcher never dies of them; one that arrives before the server is
-//!    ready cancels the start (the record never shows `ready`, exit 128+signal).
+//! 1. **Signals first.** The embedder (the CLI) catches every signal that
+//!    could terminate the launcher before anything else and passes them in as
+//!    a [`SignalSource`] (the library installs no handler); a stop request (TERM, INT,
+//!    QUIT, and HUP unless it is forwarded) that arrives before the server is
+//!    ready cancels the start (the record never shows `ready`, exit
+//!    128+signal); USR1, USR2 and WINCH (and HUP with [`HupAction::Forward`])
+//!    go to the server's process group as soon as there is one.
 //! 2. **The name lock** ([`Publisher::acquire_with_retry`]): a second instance
 //!    of the same name loses here, naming the first (exit 3), before it could
 //!    ever see `EADDRINUSE`.
@@ -15,9 +19,10 @@
 //! 5. **Readiness**, by the [`Lifecycle`] state machine: cancellation is checked
 //!    before each step and in the same critical section as the final commit to
 //!    `Running`, so a cancelled start is never reported running.
-//! 6. **Ready**: the record says so. Signals are now forwarded to the child's
-//!    process group (TERM becomes `--stop-signal`); a second stop request, or
-//!    the drain timeout, escalates to SIGKILL.
+//! 6. **Ready**: the record says so. A stop request now sends the stop signal
+//!    (TERM and HUP become [`RunOptions::stop_signal`], INT and QUIT stay
+//!    themselves) to the child's process group; a second identical stop
+//!    request, or the drain timeout, escalates to SIGKILL.
 //! 7. **The end**: when the main child exits, whatever remains of its tree is
 //!    killed and reaped, the record is removed and the lock released; porthold
 //!    exits with the child's code (128+signal when it was killed).
@@ -30,6 +35,7 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -37,20 +43,23 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use crate::activation::notify::{self, NotifyAccess, NotifyServer};
+use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
 use crate::activation::spawn::{self as spawner, Child, SpawnRequest};
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
 use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
-use crate::supervisor::{signals, tree};
+use crate::supervisor::signals::{SignalAction, SignalSource};
+use crate::supervisor::tree;
 use crate::test_hooks;
 
 /// How much of the child's stderr is kept to explain a failed start.
 const TAIL_BYTES: usize = 4096;
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
 const TREE_GRACE: Duration = Duration::from_secs(2);
+/// A server's `STATUS=` updates reach the record at most this often.
+const STATUS_REPUBLISH: Duration = Duration::from_millis(100);
 
 /// Everything `run` needs, resolved by the caller (the CLI) from flags and config.
 #[derive(Debug, Clone)]
@@ -116,8 +125,10 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
 enum Event {
     /// The main child exited with this raw wait status.
     ChildExited(std::process::ExitStatus),
-    /// porthold received this signal.
+    /// porthold received this stop request.
     Signal(Signal),
+    /// A message arrived on the notify socket (sender not checked yet).
+    Notify(NotifyMessage),
 }
 
 /// Shared between the reaper thread and the start: the main child's status once it exited.
@@ -167,18 +178,59 @@ fn copy_stderr(from: OwnedFd, tail: Tail) -> thread::JoinHandle<()> {
     })
 }
 
+/// The Unix socket files the instance bound, removed on every way out of
+/// [`run`] if each is still the socket bound then (same device and inode): a
+/// file that someone replaced meanwhile is theirs.
+#[derive(Default)]
+struct UnixSocketFiles(Mutex<Vec<(PathBuf, (u64, u64))>>);
+
+impl UnixSocketFiles {
+    fn remember(&self, socket: &BoundSocket) {
+        use std::os::unix::fs::MetadataExt;
+        if socket.proto != SocketProto::Unix {
+            return;
+        }
+        if let Some(path) = &socket.path
+            && let Ok(meta) = path.symlink_metadata()
+        {
+            lock(&self.0).push((path.clone(), (meta.dev(), meta.ino())));
+        }
+    }
+}
+
+impl Drop for UnixSocketFiles {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, id) in lock(&self.0).drain(..) {
+            if path
+                .symlink_metadata()
+                .is_ok_and(|m| (m.dev(), m.ino()) == id)
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// The start's steps, for [`Lifecycle::start`].
 struct RunSteps<'a> {
     options: &'a RunOptions,
+    unix_files: &'a UnixSocketFiles,
     publisher: &'a mut Publisher,
     record: Option<Record>,
     /// With `--no-fds`: the sockets holding the ports until just before the spawn.
     held: Vec<BoundSocket>,
-    notify: Option<NotifyServer>,
+    notify: Option<Arc<NotifyServer>>,
+    /// The latest `STATUS=` an allowed sender sent before ready.
+    status: Option<String>,
     env: Vec<(OsString, OsString)>,
     exit_slot: ExitSlot,
     tail: Tail,
     stderr_copier: Option<thread::JoinHandle<()>>,
+    /// The server's process group once it is spawned (0 before), for forwarded signals.
+    server_group: Arc<AtomicU32>,
+    /// Signals the server starts with ignored.
+    ignored_in_child: Vec<Signal>,
 }
 
 /// What [`RunSteps::bind`] produces: the sockets passed to the child (empty with `--no-fds`).
@@ -208,7 +260,9 @@ impl StartSteps for RunSteps<'_> {
     fn bind(&mut self) -> Result<Bound> {
         let mut sockets = Vec::with_capacity(self.options.listen.len());
         for spec in &self.options.listen {
-            sockets.push(crate::net::listen::bind(spec, self.options.backlog)?);
+            let socket = crate::net::listen::bind(spec, self.options.backlog)?;
+            self.unix_files.remember(&socket);
+            sockets.push(socket);
         }
         let listeners = sockets.iter().map(discovery_listener).collect();
         let mut record = Record::new(
@@ -224,7 +278,7 @@ impl StartSteps for RunSteps<'_> {
             self.options,
             &sockets,
             self.publisher.instance_id(),
-            self.notify.as_ref(),
+            self.notify.as_deref(),
         );
         if self.options.no_fds {
             self.held = sockets;
@@ -261,6 +315,9 @@ impl StartSteps for RunSteps<'_> {
             .stderr(stderr_write)
             .new_process_group(true)
             .parent_death_signal(Signal::TERM);
+        for &signal in &self.ignored_in_child {
+            request = request.ignore_signal(signal);
+        }
         // --no-fds: the port is free from here until the child binds it. The test
         // hook widens this window so a test can race a thief into it.
         self.held.clear();
@@ -268,6 +325,7 @@ impl StartSteps for RunSteps<'_> {
             test_hooks::pause("run.no-fds-window");
         }
         let child = request.spawn()?;
+        self.server_group.store(child.pid(), Ordering::SeqCst);
         self.stderr_copier = Some(copy_stderr(stderr_read, self.tail.clone()));
         Ok(child)
     }
@@ -296,6 +354,7 @@ impl StartSteps for RunSteps<'_> {
                     self.options.ready_timeout,
                     cancel,
                     &mut child_exited,
+                    &mut self.status,
                 ),
                 None => ReadyOutcome::TimedOut {
                     waited: Duration::ZERO,
@@ -313,6 +372,7 @@ impl StartSteps for RunSteps<'_> {
     }
 
     fn abort(&mut self, child: Child) -> Option<std::process::ExitStatus> {
+        self.server_group.store(0, Ordering::SeqCst);
         let reaped = tree::kill_tree_and_reap(child.pid(), TREE_GRACE);
         let mut slot = lock(&self.exit_slot);
         if let Some((_, status)) = reaped.iter().find(|(pid, _)| *pid == child.pid()) {
@@ -330,6 +390,7 @@ fn wait_notify(
     timeout: Duration,
     cancel: &CancelToken,
     child_exited: &mut dyn FnMut() -> Option<std::process::ExitStatus>,
+    status: &mut Option<String>,
 ) -> ReadyOutcome {
     let start = Instant::now();
     let mut ignored = None;
@@ -350,6 +411,9 @@ fn wait_notify(
         match server.recv(left.min(Duration::from_millis(50))) {
             Ok(Some(message)) if message.ready => {
                 if notify::accepts(access, main_pid, message.pid) {
+                    if message.status.is_some() {
+                        status.clone_from(&message.status);
+                    }
                     return ReadyOutcome::Ready;
                 }
                 ignored = Some(format!(
@@ -357,7 +421,12 @@ fn wait_notify(
                     message.pid
                 ));
             }
-            Ok(_) => {}
+            Ok(Some(message)) => {
+                if message.status.is_some() && notify::accepts(access, main_pid, message.pid) {
+                    status.clone_from(&message.status);
+                }
+            }
+            Ok(None) => {}
             Err(e) => ignored = Some(e.to_string()),
         }
     }
@@ -485,29 +554,45 @@ fn verify_no_fds_owner(record: &Record, main_pid: u32) -> Result<()> {
 }
 
 /// Runs the instance to its end; returns porthold's exit code (the child's,
-/// or 128+signal for a start cancelled by a signal).
+/// or 128+signal for a start cancelled by a signal). `signals` tells it what
+/// the process received ([`signals::SignalWatcher`](crate::supervisor::signals::SignalWatcher)
+/// for a launcher process).
 ///
 /// # Errors
 /// Before the child started: [`Error::NameTaken`] (exit 3), bind conflicts
 /// ([`Error::PortInUse`]-like conflicts, exit 3), invalid options (exit 2),
 /// [`Error::Launch`] for a spawn failure, an early exit, a readiness timeout
 /// or a stolen port (exit 8, the child killed and reaped).
-pub fn run(options: RunOptions) -> Result<i32> {
-    // 1. Signals before anything else.
-    let mut watcher = signals::SignalWatcher::install()?;
+pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Result<i32> {
+    // 1. Signals: the embedder caught them before anything else; one thread
+    // turns them into cancellation, events and forwarded signals.
+    let ignored_in_child = signals.ignored_in_child();
     let (events, inbox) = mpsc::channel::<Event>();
     let cancel = CancelToken::new();
     let first_signal: Arc<Mutex<Option<Signal>>> = Arc::default();
+    let server_group: Arc<AtomicU32> = Arc::default();
     {
         let events = events.clone();
         let cancel = cancel.clone();
         let first_signal = first_signal.clone();
+        let server_group = server_group.clone();
         thread::spawn(move || {
-            while let Some(signal) = watcher.wait() {
-                lock(&first_signal).get_or_insert(signal);
-                cancel.cancel();
-                if events.send(Event::Signal(signal)).is_err() {
-                    return;
+            while let Some(action) = signals.next_action() {
+                match action {
+                    SignalAction::Stop(signal) => {
+                        lock(&first_signal).get_or_insert(signal);
+                        cancel.cancel();
+                        if events.send(Event::Signal(signal)).is_err() {
+                            return;
+                        }
+                    }
+                    SignalAction::Forward(signal) => {
+                        let group = server_group.load(Ordering::SeqCst);
+                        if group != 0 {
+                            tree::signal_group(group, signal);
+                        }
+                    }
+                    SignalAction::Ignore => {}
                 }
             }
         });
@@ -523,10 +608,17 @@ pub fn run(options: RunOptions) -> Result<i32> {
         discovery::DEFAULT_LOCK_RETRY,
     )?;
     tree::become_subreaper()?;
+    // The notify socket is named after the instance: only the lock holder binds
+    // it, replacing one a killed predecessor left behind, so they never pile up.
+    // It lives as long as the instance (STATUS=, STOPPING=1 … after READY=1).
     let notify = match options.ready {
-        ReadyMode::Notify { .. } => Some(NotifyServer::bind(&options.runtime_dir)?),
+        ReadyMode::Notify { .. } => Some(Arc::new(NotifyServer::bind_at(
+            &options.runtime_dir.join(format!("{}.notify", options.name)),
+        )?)),
         _ => None,
     };
+    let _notify_file = NotifyFile(notify.clone());
+    let unix_files = UnixSocketFiles::default();
 
     // 3-5. Bind, spawn, readiness: the lifecycle decides.
     let lifecycle = Lifecycle::new();
@@ -534,14 +626,18 @@ pub fn run(options: RunOptions) -> Result<i32> {
     let tail = Tail::default();
     let mut steps = RunSteps {
         options: &options,
+        unix_files: &unix_files,
         publisher: &mut publisher,
         record: None,
         held: Vec::new(),
-        notify,
+        notify: notify.clone(),
+        status: None,
         env: Vec::new(),
         exit_slot: exit_slot.clone(),
         tail: tail.clone(),
         stderr_copier: None,
+        server_group: server_group.clone(),
+        ignored_in_child,
     };
     let started = lifecycle.start(&cancel, &mut steps, &mut |boundary| {
         test_hooks::pause(&format!("run.{boundary:?}"));
@@ -581,7 +677,11 @@ pub fn run(options: RunOptions) -> Result<i32> {
     let mut record = steps.record.take().ok_or_else(|| Error::Launch {
         message: "internal error: no record after bind".into(),
     })?;
+    record.status = steps.status.take();
     drop(steps);
+    if let Some(server) = &notify {
+        forward_notify_messages(server.clone(), events.clone());
+    }
 
     if options.no_fds
         && let Err(err) = verify_no_fds_owner(&record, main_pid)
@@ -608,9 +708,41 @@ pub fn run(options: RunOptions) -> Result<i32> {
         &mut publisher,
         &mut record,
     );
+    server_group.store(0, Ordering::SeqCst);
     tree::kill_tree_and_reap(main_pid, TREE_GRACE);
     publisher.finish()?;
     Ok(exit_code(status))
+}
+
+/// Removes the instance's notify socket file on every way out of [`run`] (the
+/// receiving thread keeps its own handle to the socket).
+struct NotifyFile(Option<Arc<NotifyServer>>);
+
+impl Drop for NotifyFile {
+    fn drop(&mut self) {
+        if let Some(server) = &self.0 {
+            server.remove_file();
+        }
+    }
+}
+
+/// Once the server is ready, passes every notify message on to the serving loop.
+fn forward_notify_messages(server: Arc<NotifyServer>, events: Sender<Event>) {
+    thread::spawn(move || {
+        loop {
+            match server.recv(Duration::from_secs(3600)) {
+                Ok(Some(message)) => {
+                    if events.send(Event::Notify(message)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                // Receiving failed for good (it does not for a bound datagram
+                // socket): late messages then queue unread, which harms no sender.
+                Err(_) => return,
+            }
+        }
+    });
 }
 
 fn with_tail(message: String, tail: &str) -> String {
@@ -632,11 +764,14 @@ fn supervise(
 ) -> std::process::ExitStatus {
     let mut kill_at: Option<Instant> = None;
     let mut stop_requests: Vec<Signal> = Vec::new();
+    let mut last_publish = Instant::now();
+    let mut publish_at: Option<Instant> = None;
     loop {
         if let Some(status) = *lock(exit_slot) {
             return status;
         }
-        let event = match kill_at {
+        let deadline = [kill_at, publish_at].into_iter().flatten().min();
+        let event = match deadline {
             Some(at) => match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -647,32 +782,72 @@ fn supervise(
         match event {
             Some(Event::ChildExited(status)) => return status,
             Some(Event::Signal(signal)) => {
-                let forwarded = if signal == Signal::TERM {
+                // Every event here is a stop request (forwarded signals never reach this loop).
+                let forwarded = if matches!(signal, Signal::TERM | Signal::HUP) {
                     options.stop_signal
                 } else {
                     signal
                 };
-                let stopping = matches!(signal, Signal::TERM | Signal::INT | Signal::QUIT);
-                if stopping {
-                    if stop_requests.contains(&signal) {
-                        // The same stop request twice (Ctrl-C, Ctrl-C): no more patience.
-                        tree::signal_group(main_pid, Signal::KILL);
-                        continue;
-                    }
-                    stop_requests.push(signal);
-                    if kill_at.is_none() {
-                        kill_at = Some(Instant::now() + options.drain_timeout);
-                        record.state = RecordState::Stopping;
-                        let _ = publisher.publish(record);
-                    }
+                if stop_requests.contains(&signal) {
+                    // The same stop request twice (Ctrl-C, Ctrl-C): no more patience.
+                    tree::signal_group(main_pid, Signal::KILL);
+                    continue;
+                }
+                stop_requests.push(signal);
+                if kill_at.is_none() {
+                    kill_at = Some(Instant::now() + options.drain_timeout);
+                    record.state = RecordState::Stopping;
+                    let _ = publisher.publish(record);
+                    last_publish = Instant::now();
+                    publish_at = None;
                 }
                 tree::signal_group(main_pid, forwarded);
             }
+            Some(Event::Notify(message)) => {
+                if !notify::accepts(options.notify_access, main_pid, message.pid) {
+                    continue;
+                }
+                let mut changed = false;
+                if let Some(status) = message.status
+                    && record.status.as_ref() != Some(&status)
+                {
+                    record.status = Some(status);
+                    changed = true;
+                }
+                if message.stopping && record.state != RecordState::Stopping {
+                    record.state = RecordState::Stopping;
+                    changed = true;
+                }
+                if let Some(pid) = message.main_pid
+                    && pid != main_pid
+                    && tree::is_in_tree(pid, main_pid)
+                    && record.child_pid != Some(pid)
+                {
+                    record.child_pid = Some(pid);
+                    changed = true;
+                }
+                // WATCHDOG=1 needs no answer: porthold sets no watchdog timeout.
+                if changed {
+                    let due = last_publish + STATUS_REPUBLISH;
+                    if Instant::now() >= due {
+                        let _ = publisher.publish(record);
+                        last_publish = Instant::now();
+                    } else {
+                        publish_at.get_or_insert(due);
+                    }
+                }
+            }
             None => {
-                if kill_at.is_some_and(|at| Instant::now() >= at) {
+                let now = Instant::now();
+                if publish_at.is_some_and(|at| now >= at) {
+                    let _ = publisher.publish(record);
+                    last_publish = now;
+                    publish_at = None;
+                }
+                if kill_at.is_some_and(|at| now >= at) {
                     tree::signal_group(main_pid, Signal::KILL);
                     kill_at = None;
-                } else if kill_at.is_none() {
+                } else if deadline.is_none() {
                     // The channel closed: nobody can tell us about the child any more.
                     if let Some(status) = wait_slot(exit_slot, Duration::from_secs(3600)) {
                         return status;

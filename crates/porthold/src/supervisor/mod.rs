@@ -8,8 +8,9 @@
 //! * [`ready`]: readiness modes and their probe loops;
 //! * [`tree`]: ownership of the child's whole process tree (subreaper, tree
 //!   walks, kill-and-reap, exit-code mapping);
-//! * [`signals`]: catching the launcher's terminating signals and forwarding them
-//!   to the child exactly once;
+//! * [`signals`]: the signal policy of a launcher ([`signals::SignalWatcher`],
+//!   installed by the embedder, never by [`instance::run`]) and the
+//!   [`signals::SignalSource`] through which an instance receives signals;
 //! * [`instance`]: all of it together, in the order of work of `porthold run`.
 
 pub mod instance;

@@ -26,11 +26,11 @@
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::activation::spawn::{Child, SpawnRequest};
 use crate::error::{Error, Result};
 use crate::supervisor::lifecycle::CancelToken;
 
@@ -406,9 +406,10 @@ fn wait_delay(
 
 /// `cmd:` probes: `sh -c COMMAND` in its own process group (so a command that
 /// starts helpers is killed whole), stdin/stdout/stderr on /dev/null, `PORT` set to
-/// the probed port when there is one. An attempt that runs past the deadline or
-/// meets a cancellation is killed and reaped; the child's exit is checked every
-/// 10 ms while a command runs.
+/// the probed port when there is one. It is started by the same spawner as the
+/// server, so it gets the same clean fd set: 0, 1, 2 and nothing porthold holds
+/// or inherited. An attempt that runs past the deadline or meets a cancellation
+/// is killed and reaped; the child's exit is checked every 10 ms while a command runs.
 fn wait_cmd(
     command: &str,
     options: &ProbeOptions,
@@ -426,26 +427,34 @@ fn wait_cmd(
         if waited >= options.timeout {
             return Ok(ReadyOutcome::TimedOut { waited, last_error });
         }
-        let mut shell = Command::new("/bin/sh");
-        shell
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        shell.process_group(0);
-        if let Some(address) = options.address {
-            shell.env("PORT", address.port().to_string());
+        let mut shell = SpawnRequest::new(vec!["/bin/sh".into(), "-c".into(), command.into()])
+            .stdin(dev_null()?)
+            .stdout(dev_null()?)
+            .stderr(dev_null()?)
+            .new_process_group(true)
+            .parent_death_signal(rustix::process::Signal::KILL);
+        if let Some(address) = options.address
+            && !options.cmd_env.iter().any(|(k, _)| k == "PORT")
+        {
+            shell = shell.env("PORT", address.port().to_string());
         }
-        shell.envs(options.cmd_env.iter().map(|(k, v)| (k, v)));
-        let mut probe = shell
-            .spawn()
-            .map_err(|e| Error::io(format!("running the readiness command `{command}`"), e))?;
+        for (k, v) in &options.cmd_env {
+            shell = shell.env(k, v);
+        }
+        let probe = shell.spawn().map_err(|e| match e {
+            Error::Io { source, .. } => {
+                Error::io(format!("running the readiness command `{command}`"), source)
+            }
+            other => other,
+        })?;
         let status = loop {
             match probe.try_wait() {
                 Ok(Some(status)) => break Some(status),
                 Ok(None) => {}
-                Err(error) => return Err(Error::io("waiting for the readiness command", error)),
+                Err(error) => {
+                    kill_probe(&probe);
+                    return Err(error);
+                }
             }
             let stop = if cancel.is_cancelled() {
                 Some(ReadyOutcome::Cancelled)
@@ -460,7 +469,7 @@ fn wait_cmd(
                 None
             };
             if let Some(outcome) = stop {
-                kill_probe(&mut probe);
+                kill_probe(&probe);
                 return Ok(outcome);
             }
             cancel.wait_timeout(Duration::from_millis(10));
@@ -488,14 +497,24 @@ fn wait_cmd(
     }
 }
 
-fn kill_probe(probe: &mut std::process::Child) {
-    // The probe leads its own process group (process_group(0) above), and we have
+fn kill_probe(probe: &Child) {
+    // The probe leads its own process group (new_process_group above), and we have
     // not reaped it yet, so its pid, and with it the group id, cannot be reused.
-    if let Some(pid) = rustix::process::Pid::from_raw(probe.id() as i32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(probe.pid() as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
-    let _ = probe.kill();
+    let _ = probe.kill(rustix::process::Signal::KILL);
     let _ = probe.wait();
+}
+
+/// `/dev/null` for the probe's stdin, stdout and stderr.
+fn dev_null() -> Result<std::os::fd::OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(std::os::fd::OwnedFd::from)
+        .map_err(|e| Error::io("opening /dev/null for the readiness command", e))
 }
 
 #[cfg(test)]
