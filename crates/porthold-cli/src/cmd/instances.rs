@@ -76,7 +76,9 @@ fn parse_scheme(text: &str) -> Result<String, String> {
     let mut bytes = text.bytes();
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
     if first_ok
-        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-'))
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        })
     {
         Ok(text.to_string())
     } else {
@@ -422,7 +424,11 @@ impl StopReport {
     }
 }
 
-fn stop_one(live: &LiveRecord, timeout: Option<Duration>, kill: bool) -> anyhow::Result<StopReport> {
+fn stop_one(
+    live: &LiveRecord,
+    timeout: Option<Duration>,
+    kill: bool,
+) -> anyhow::Result<StopReport> {
     let name = live.record.name.clone();
     let pid = live.record.pid;
     let timeout = timeout.unwrap_or_else(|| discovery::default_stop_timeout(live));

@@ -52,16 +52,16 @@ mod sha256;
 mod stop;
 
 pub use names::{
-    MAX_INSTANCE_ID_LEN, MAX_NAME_LEN, NAME_HASH_HEX_DIGITS, default_name, ensure_runtime_dir, key_hash, new_instance_id,
-    validate_instance_id, validate_name,
+    MAX_INSTANCE_ID_LEN, MAX_NAME_LEN, NAME_HASH_HEX_DIGITS, default_name, ensure_runtime_dir,
+    key_hash, new_instance_id, validate_instance_id, validate_name,
 };
 pub use publisher::{DEFAULT_LOCK_RETRY, LockOwner, Publisher};
 pub use reader::{
-    LiveRecord, Listing, Liveness, Probe, list, list_with_rejections, lookup, probe, wait,
+    Listing, LiveRecord, Liveness, Probe, list, list_with_rejections, lookup, probe, wait,
     wait_for_key,
 };
+pub use record::{Family, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR, State};
 pub use stop::{
     ASSUMED_DRAIN_TIMEOUT, STOP_TIMEOUT_MARGIN, StopOutcome, default_stop_timeout, kill_instance,
     stop,
 };
-pub use record::{Family, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR, State};

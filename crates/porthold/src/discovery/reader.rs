@@ -315,7 +315,7 @@ pub fn list_with_rejections(runtime_dir: &Path) -> Result<Listing> {
                 live: Vec::new(),
                 rejected: Vec::new(),
             });
-        },
+        }
         Err(e) => return Err(Error::io(format!("listing `{}`", runtime_dir.display()), e)),
     };
     let mut names = Vec::new();
