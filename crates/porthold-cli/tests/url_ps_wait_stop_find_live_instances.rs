@@ -830,3 +830,61 @@ fn stop_waits_for_the_recorded_drain_timeout_by_default() {
     assert_eq!(v["outcome"], "stopped");
     launcher.wait().unwrap();
 }
+
+#[test]
+fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
+    let env = TestEnv::new();
+    let out = env.cmd().args(["reserve", "--tag", "own"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let port: u16 = stdout_of(&out).parse().unwrap();
+    let name = discovery::default_name(&env.project(), "own");
+    let mut launcher = runner::spawn_run(&env, &["--tag", "own", "--", "sleep", "30551"]);
+    let live = runner::wait_ready(&env, &name, &mut launcher);
+    assert!(live.record.listens_on(port));
+    let server = live.record.child_pid.unwrap().to_string();
+
+    // The key's own instance holds the key's port: that is no reason to warn.
+    let out = env.cmd().args(["reserve", "--tag", "own"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(stdout_of(&out), port.to_string());
+    assert!(!stderr_of(&out).contains("in use"), "{}", stderr_of(&out));
+    let out = env
+        .cmd()
+        .args(["run", "--tag", "own", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("--reassign"), "{}", stderr_of(&out));
+
+    // list, scan and port-info name the instance and its server.
+    let expected = format!("instance {name} (server pid {server})");
+    let out = env.cmd().arg("list").output().unwrap();
+    assert!(stdout_of(&out).contains(&expected), "{}", stdout_of(&out));
+    let range = format!("{port}-{port}");
+    let out = env.cmd().args(["scan", "--range", &range]).output().unwrap();
+    assert!(stdout_of(&out).contains(&expected), "{}", stdout_of(&out));
+    let out = env
+        .cmd()
+        .args(["port-info", &port.to_string()])
+        .output()
+        .unwrap();
+    assert!(stdout_of(&out).contains(&expected), "{}", stdout_of(&out));
+    let out = env
+        .cmd()
+        .args(["--json", "port-info", &port.to_string()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sockets"][0]["instance"]["name"], name.as_str());
+
+    // Another key's reserve on a port a foreign process holds still warns.
+    let out = env.cmd().args(["reserve", "--tag", "foreign"]).output().unwrap();
+    let foreign: u16 = stdout_of(&out).parse().unwrap();
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", foreign)).unwrap();
+    let out = env.cmd().args(["reserve", "--tag", "foreign"]).output().unwrap();
+    assert!(stderr_of(&out).contains("in use"), "{}", stderr_of(&out));
+
+    let out = env.cmd().args(["stop", "--tag", "own"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    launcher.wait().unwrap();
+}

@@ -194,6 +194,54 @@ fn live_instances(ctx: &Ctx) -> anyhow::Result<Vec<LiveRecord>> {
     Ok(listing.live)
 }
 
+/// The live instance (of this user, in this runtime directory) that listens
+/// on `port`, if any: how `list`, `scan`, `port-info` and `reserve` tell
+/// porthold's own instance from a foreign listener.
+pub fn instance_on_port(instances: &[LiveRecord], port: u16) -> Option<&LiveRecord> {
+    instances.iter().find(|live| live.record.listens_on(port))
+}
+
+/// Every live instance, or none when the runtime directory cannot be read
+/// (for commands where instances only annotate other output).
+pub fn live_instances_quietly(ctx: &Ctx) -> Vec<LiveRecord> {
+    discovery::list(&ctx.runtime_dir).unwrap_or_default()
+}
+
+/// `instance shop-web-… (server pid 41240)` for tables.
+pub fn instance_text(live: &LiveRecord) -> String {
+    match live.record.child_pid {
+        Some(child) => format!("instance {} (server pid {child})", live.record.name),
+        None => format!("instance {} (launcher pid {})", live.record.name, live.record.pid),
+    }
+}
+
+/// The short JSON description of the instance on a port.
+pub fn instance_brief_json(live: Option<&LiveRecord>) -> Value {
+    match live {
+        Some(live) => json!({
+            "name": live.record.name,
+            "key": live.record.key,
+            "pid": live.record.pid,
+            "child_pid": live.record.child_pid,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// Whether a reserve note only says that `key`'s own running instance holds
+/// its port (which is what a reservation is for, so no warning is due).
+pub fn note_is_about_own_instance(
+    ctx: &Ctx,
+    key: &porthold::key::Key,
+    note: &porthold::registry::ReserveNote,
+) -> bool {
+    let porthold::registry::ReserveNote::InUse { port, .. } = note else {
+        return false;
+    };
+    let wanted = Key::new(&key.path, &key.tag);
+    instance_on_port(&live_instances_quietly(ctx), *port).is_some_and(|live| live.record.is_for(&wanted))
+}
+
 /// The JSON object of one instance: the record plus `alive` and `uptime_ms`.
 pub fn instance_json(live: &LiveRecord) -> Value {
     let mut value = serde_json::to_value(&live.record).unwrap_or(Value::Null);

@@ -186,7 +186,9 @@ fn reserve(
     let mut registry = open_registry(ctx)?;
     let outcome = registry.reserve(&request, Some(&SystemProbe))?;
     for note in &outcome.notes {
-        ctx.warn(note);
+        if !super::instances::note_is_about_own_instance(ctx, key, note) {
+            ctx.warn(note);
+        }
     }
     Ok(outcome.reservation.port)
 }

@@ -353,6 +353,13 @@ impl Record {
         self.key.path == key.path && self.key.tag == key.tag
     }
 
+    /// Whether one of the record's IP listeners is bound to `port`.
+    pub fn listens_on(&self, port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.port == Some(port) && l.proto != Proto::Unix)
+    }
+
     /// The first IP listener's URL (see [`Listener::url`]).
     pub fn url(&self, scheme: &str) -> Option<String> {
         self.listeners.iter().find_map(|l| l.url(scheme))
