@@ -222,12 +222,12 @@ pub struct Record {
     /// spawn, so whoever takes the name after a launcher died by SIGKILL can
     /// end what is left of the server's tree. `None` before the spawn and in
     /// records of schema 1.0.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub pgid: Option<u32>,
     /// How long the server may drain after the stop signal before the
     /// launcher kills it, in milliseconds (schema 1.1); `stop` waits that
     /// long plus a margin. `None` when unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub drain_timeout_ms: Option<u64>,
     /// Path of the instance's control socket, when it has one.
     pub control_socket: Option<String>,
