@@ -464,7 +464,8 @@ fn rejected_records_are_no_live_instance_with_a_warning_not_a_registry_error() {
     let env = TestEnv::new();
     let run = env.dir.path().join("run");
     discovery::ensure_runtime_dir(&run).unwrap();
-    let cases: [(&str, &dyn Fn(&Path)); 3] = [
+    type Plant<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Plant); 3] = [
         ("symlinked", &|p: &Path| {
             std::os::unix::fs::symlink("/etc/hostname", p).unwrap()
         }),
@@ -834,7 +835,11 @@ fn stop_waits_for_the_recorded_drain_timeout_by_default() {
 #[test]
 fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
     let env = TestEnv::new();
-    let out = env.cmd().args(["reserve", "--tag", "own"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["reserve", "--tag", "own"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let port: u16 = stdout_of(&out).parse().unwrap();
     let name = discovery::default_name(&env.project(), "own");
@@ -844,7 +849,11 @@ fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
     let server = live.record.child_pid.unwrap().to_string();
 
     // The key's own instance holds the key's port: that is no reason to warn.
-    let out = env.cmd().args(["reserve", "--tag", "own"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["reserve", "--tag", "own"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(stdout_of(&out), port.to_string());
     assert!(!stderr_of(&out).contains("in use"), "{}", stderr_of(&out));
@@ -854,14 +863,22 @@ fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
-    assert!(!stderr_of(&out).contains("--reassign"), "{}", stderr_of(&out));
+    assert!(
+        !stderr_of(&out).contains("--reassign"),
+        "{}",
+        stderr_of(&out)
+    );
 
     // list, scan and port-info name the instance and its server.
     let expected = format!("instance {name} (server pid {server})");
     let out = env.cmd().arg("list").output().unwrap();
     assert!(stdout_of(&out).contains(&expected), "{}", stdout_of(&out));
     let range = format!("{port}-{port}");
-    let out = env.cmd().args(["scan", "--range", &range]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["scan", "--range", &range])
+        .output()
+        .unwrap();
     assert!(stdout_of(&out).contains(&expected), "{}", stdout_of(&out));
     let out = env
         .cmd()
@@ -878,10 +895,18 @@ fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
     assert_eq!(v["sockets"][0]["instance"]["name"], name.as_str());
 
     // Another key's reserve on a port a foreign process holds still warns.
-    let out = env.cmd().args(["reserve", "--tag", "foreign"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["reserve", "--tag", "foreign"])
+        .output()
+        .unwrap();
     let foreign: u16 = stdout_of(&out).parse().unwrap();
     let _holder = std::net::TcpListener::bind(("127.0.0.1", foreign)).unwrap();
-    let out = env.cmd().args(["reserve", "--tag", "foreign"]).output().unwrap();
+    let out = env
+        .cmd()
+        .args(["reserve", "--tag", "foreign"])
+        .output()
+        .unwrap();
     assert!(stderr_of(&out).contains("in use"), "{}", stderr_of(&out));
 
     let out = env.cmd().args(["stop", "--tag", "own"]).output().unwrap();

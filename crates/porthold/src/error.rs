@@ -180,9 +180,9 @@ pub enum Error {
         /// The running instance id, if it could be read.
         instance_id: Option<String>,
         /// The key the running instance was started for, if it could be read.
-        held_by: Option<crate::discovery::Key>,
+        held_by: Option<Box<crate::discovery::Key>>,
         /// The key the caller wanted to run the name for, if it gave one.
-        wanted: Option<crate::discovery::Key>,
+        wanted: Option<Box<crate::discovery::Key>>,
     },
 
     /// No free port is left in the pool.
@@ -293,8 +293,8 @@ fn holder_suffix(pid: Option<u32>, instance_id: &Option<String>) -> String {
 }
 
 fn keys_suffix(
-    held_by: &Option<crate::discovery::Key>,
-    wanted: &Option<crate::discovery::Key>,
+    held_by: &Option<Box<crate::discovery::Key>>,
+    wanted: &Option<Box<crate::discovery::Key>>,
 ) -> String {
     match (held_by, wanted) {
         (Some(held), Some(wanted)) if held != wanted => format!(

@@ -211,7 +211,10 @@ pub fn live_instances_quietly(ctx: &Ctx) -> Vec<LiveRecord> {
 pub fn instance_text(live: &LiveRecord) -> String {
     match live.record.child_pid {
         Some(child) => format!("instance {} (server pid {child})", live.record.name),
-        None => format!("instance {} (launcher pid {})", live.record.name, live.record.pid),
+        None => format!(
+            "instance {} (launcher pid {})",
+            live.record.name, live.record.pid
+        ),
     }
 }
 
@@ -239,7 +242,8 @@ pub fn note_is_about_own_instance(
         return false;
     };
     let wanted = Key::new(&key.path, &key.tag);
-    instance_on_port(&live_instances_quietly(ctx), *port).is_some_and(|live| live.record.is_for(&wanted))
+    instance_on_port(&live_instances_quietly(ctx), *port)
+        .is_some_and(|live| live.record.is_for(&wanted))
 }
 
 /// The JSON object of one instance: the record plus `alive` and `uptime_ms`.

@@ -586,8 +586,8 @@ fn name_taken_or_busy(
                 name: name.to_string(),
                 pid: Some(owner.pid),
                 instance_id: Some(owner.instance_id),
-                held_by,
-                wanted: wanted.cloned(),
+                held_by: held_by.map(Box::new),
+                wanted: wanted.cloned().map(Box::new),
             };
         }
         if Instant::now() >= deadline {
@@ -596,7 +596,7 @@ fn name_taken_or_busy(
                 pid: None,
                 instance_id: None,
                 held_by: None,
-                wanted: wanted.cloned(),
+                wanted: wanted.cloned().map(Box::new),
             };
         }
         thread::sleep(Duration::from_millis(5));
