@@ -913,3 +913,38 @@ fn reserve_run_list_scan_and_port_info_recognise_the_keys_own_instance() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     launcher.wait().unwrap();
 }
+
+#[test]
+fn stop_of_a_name_whose_launcher_was_sigkilled_ends_the_leftover_group() {
+    let env = TestEnv::new();
+    let a = marker(30561);
+    let script = format!("sleep {a} & sleep {a} & wait");
+    let mut launcher = runner::spawn_run(
+        &env,
+        &["--ephemeral", "--name", "deadlauncher", "--", "sh", "-c", &script],
+    );
+    let live = runner::wait_ready(&env, "deadlauncher", &mut launcher);
+    let pgid = live.record.pgid.expect("the record names the server's group");
+    wait_until("both sleeps", || sleeps_with(&a).len() == 2);
+    runner::signal(launcher.id(), libc::SIGKILL);
+    launcher.wait().unwrap();
+    let me = rustix::process::geteuid().as_raw();
+    assert_eq!(identity::group_members_since(pgid, live.record.starttime, me).len(), 2);
+
+    // Nothing live to stop (exit 1), but stop takes the free lock as a new
+    // owner would, and ends what the dead launcher left.
+    let out = env
+        .cmd()
+        .args(["stop", "--name", "deadlauncher"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("ended 2 leftover process(es)"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(identity::group_members_since(pgid, live.record.starttime, me).is_empty());
+    assert!(sleeps_with(&a).is_empty());
+    assert!(!env.dir.path().join("run/deadlauncher.json").exists());
+}
