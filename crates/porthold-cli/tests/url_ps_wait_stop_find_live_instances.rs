@@ -921,15 +921,29 @@ fn stop_of_a_name_whose_launcher_was_sigkilled_ends_the_leftover_group() {
     let script = format!("sleep {a} & sleep {a} & wait");
     let mut launcher = runner::spawn_run(
         &env,
-        &["--ephemeral", "--name", "deadlauncher", "--", "sh", "-c", &script],
+        &[
+            "--ephemeral",
+            "--name",
+            "deadlauncher",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
     );
     let live = runner::wait_ready(&env, "deadlauncher", &mut launcher);
-    let pgid = live.record.pgid.expect("the record names the server's group");
+    let pgid = live
+        .record
+        .pgid
+        .expect("the record names the server's group");
     wait_until("both sleeps", || sleeps_with(&a).len() == 2);
     runner::signal(launcher.id(), libc::SIGKILL);
     launcher.wait().unwrap();
     let me = rustix::process::geteuid().as_raw();
-    assert_eq!(identity::group_members_since(pgid, live.record.starttime, me).len(), 2);
+    assert_eq!(
+        identity::group_members_since(pgid, live.record.starttime, me).len(),
+        2
+    );
 
     // Nothing live to stop (exit 1), but stop takes the free lock as a new
     // owner would, and ends what the dead launcher left.

@@ -398,7 +398,15 @@ impl Publisher {
         {
             return;
         }
-        let leftovers = identity::group_members_since(pgid, stale.starttime, euid());
+        // Never our own group (a record naming it can only be forged or confused).
+        if rustix::process::getpgrp().as_raw_nonzero().get() as u32 == pgid {
+            return;
+        }
+        let me = std::process::id();
+        let leftovers: Vec<_> = identity::group_members_since(pgid, stale.starttime, euid())
+            .into_iter()
+            .filter(|p| p.pid != me)
+            .collect();
         self.leftovers_ended = identity::kill_all(&leftovers, LEFTOVER_KILL_WAIT).unwrap_or(0);
     }
 
