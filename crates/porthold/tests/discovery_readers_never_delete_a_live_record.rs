@@ -8,9 +8,11 @@
 //! `url` (probe/lookup), `ps` (list) and `wait` do run side by side, and the
 //! publisher checks, while it holds the lock, that its record is still there.
 //! Every window (after the lock, after each write) stays open until each
-//! reader has completed a whole read inside it. Between lifetimes, half the
-//! rounds leave a stale record behind (as a SIGKILLed owner does): readers
-//! must leave that one alone too, since only the next lock holder removes it.
+//! reader has completed a whole read inside it. Between lifetimes a stale
+//! record is left behind (as a SIGKILLed owner leaves one): in even rounds
+//! readers get a window on it and must leave it alone (only the next lock
+//! holder removes it); in odd rounds the next owner takes the name at once,
+//! racing readers that just judged the stale record.
 
 mod common;
 
@@ -115,9 +117,13 @@ fn readers_never_delete_a_record_while_its_publisher_holds_the_lock() {
         let mut publisher = Publisher::acquire_with_retry(&dir, NAME, &id, Duration::from_secs(30))
             .expect("acquire");
         // A stale record of the previous round (as a SIGKILLed owner leaves
-        // one) was removed by us, the new lock holder; now, between taking
-        // the lock and the first write, readers see "starting".
-        window(&counters, &readers);
+        // one) was removed by us, the new lock holder. In even rounds readers
+        // now see "starting" between the lock and the first write; in odd
+        // rounds the first write follows at once, racing readers that judged
+        // the stale record just before we took the lock.
+        if round % 2 == 0 {
+            window(&counters, &readers);
+        }
         let mut record = common::record(NAME, &id);
         record.state = State::Starting;
         publisher.publish(&record).expect("publish");
@@ -138,17 +144,22 @@ fn readers_never_delete_a_record_while_its_publisher_holds_the_lock() {
         publisher.finish().expect("finish");
         // Leave the record behind as an owner killed by SIGKILL would: the
         // lock is free now, and still no reader may remove the file; only
-        // the next owner does, under the lock.
-        if round % 2 == 0 && !last.is_empty() {
-            // Atomically, as the owner wrote it: a reader racing the plant
-            // must see the whole file or none.
+        // the next owner does, under the lock. Planted atomically, as the
+        // owner wrote it: a reader racing the plant sees all of it or none.
+        if !last.is_empty() {
             let planting = dir.join("planting");
             std::fs::write(&planting, &last).expect("write a stale record");
             std::fs::rename(&planting, &record_file).expect("plant a stale record");
-            window(&counters, &readers);
-            if std::fs::symlink_metadata(&record_file).is_err() {
-                stale_removed.push(round);
+            if round % 2 == 0 {
+                // Let every reader look at the stale record; it must survive.
+                window(&counters, &readers);
+                if std::fs::symlink_metadata(&record_file).is_err() {
+                    stale_removed.push(round);
+                }
             }
+            // Odd rounds take the name again at once: a reader that judged
+            // the stale record a moment ago races the new owner's first
+            // write, which is how a "cleaning" reader deletes a live record.
         }
     }
     done.store(true, Ordering::Relaxed);
