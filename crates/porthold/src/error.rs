@@ -167,7 +167,11 @@ pub enum Error {
     },
 
     /// An instance name is already running.
-    #[error("an instance named `{name}` is already running{}", holder_suffix(*pid, instance_id))]
+    #[error(
+        "an instance named `{name}` is already running{}{}",
+        holder_suffix(*pid, instance_id),
+        keys_suffix(held_by, wanted)
+    )]
     NameTaken {
         /// The instance name.
         name: String,
@@ -175,6 +179,10 @@ pub enum Error {
         pid: Option<u32>,
         /// The running instance id, if it could be read.
         instance_id: Option<String>,
+        /// The key the running instance was started for, if it could be read.
+        held_by: Option<Box<crate::discovery::Key>>,
+        /// The key the caller wanted to run the name for, if it gave one.
+        wanted: Option<Box<crate::discovery::Key>>,
     },
 
     /// No free port is left in the pool.
@@ -298,6 +306,19 @@ fn holder_suffix(pid: Option<u32>, instance_id: &Option<String>) -> String {
         (Some(pid), None) => format!(" (pid {pid})"),
         (None, Some(id)) => format!(" (instance {id})"),
         (None, None) => String::new(),
+    }
+}
+
+fn keys_suffix(
+    held_by: &Option<Box<crate::discovery::Key>>,
+    wanted: &Option<Box<crate::discovery::Key>>,
+) -> String {
+    match (held_by, wanted) {
+        (Some(held), Some(wanted)) if held != wanted => format!(
+            " for key {held}; key {wanted} has the same instance name, so the two cannot run at once"
+        ),
+        (Some(held), _) => format!(" for key {held}"),
+        _ => String::new(),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Stat {
     pub state: char,
     /// The parent pid (field 4).
     pub ppid: u32,
+    /// The process group id (field 5).
+    pub pgrp: u32,
     /// Start time in clock ticks since boot (field 22).
     pub starttime: u64,
 }
@@ -93,12 +95,14 @@ impl Stat {
             _ => return Err(bad("state")),
         };
         let ppid = field(4)?.parse::<u32>().map_err(|_| bad("ppid"))?;
+        let pgrp = field(5)?.parse::<u32>().map_err(|_| bad("pgrp"))?;
         let starttime = field(22)?.parse::<u64>().map_err(|_| bad("starttime"))?;
         Ok(Stat {
             pid,
             comm,
             state,
             ppid,
+            pgrp,
             starttime,
         })
     }
@@ -320,6 +324,102 @@ pub fn current_pid_namespace() -> Option<u64> {
     fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
+/// One running (not exited) process seen in `/proc`, with what porthold needs
+/// to decide whether it belongs to an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessEntry {
+    /// Its identity (pid, start time, boot id).
+    pub identity: ProcessIdentity,
+    /// Its parent pid.
+    pub ppid: u32,
+    /// Its process group.
+    pub pgrp: u32,
+}
+
+/// Every running process in `/proc` (zombies left out: they hold nothing).
+/// Processes that vanish while being read are skipped.
+pub fn processes() -> Vec<ProcessEntry> {
+    let Ok(boot) = boot_id() else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| stat(pid).ok().flatten())
+        .filter(|st| !st.is_exited())
+        .map(|st| ProcessEntry {
+            identity: ProcessIdentity {
+                pid: st.pid,
+                starttime: st.starttime,
+                boot_id: boot.clone(),
+            },
+            ppid: st.ppid,
+            pgrp: st.pgrp,
+        })
+        .collect()
+}
+
+/// The descendants of `root` (children, grandchildren, …) in `snapshot`.
+pub fn descendants_in(snapshot: &[ProcessEntry], root: u32) -> Vec<ProcessIdentity> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    let mut seen = std::collections::HashSet::from([root]);
+    while let Some(parent) = frontier.pop() {
+        for p in snapshot.iter().filter(|p| p.ppid == parent) {
+            if seen.insert(p.identity.pid) {
+                out.push(p.identity.clone());
+                frontier.push(p.identity.pid);
+            }
+        }
+    }
+    out
+}
+
+/// The members of process group `pgid` that started at or after `not_before`
+/// (clock ticks since boot) and belong to `uid`.
+///
+/// This is how a dead instance's leftovers are recognised: the kernel does not
+/// reuse a process-group id while the group has members, so a member that
+/// started after the instance did can only be the instance's server or one of
+/// its descendants that kept the group.
+pub fn group_members_since(pgid: u32, not_before: u64, uid: u32) -> Vec<ProcessIdentity> {
+    if pgid <= 1 {
+        return Vec::new();
+    }
+    processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && p.identity.starttime >= not_before)
+        .filter(|p| uid_of(p.identity.pid) == Some(uid))
+        .map(|p| p.identity)
+        .collect()
+}
+
+/// SIGKILLs each of `targets` through a pidfd opened for its identity (a
+/// process whose pid was reused in between is never touched), then waits up
+/// to `timeout` for all of them to be gone. Returns how many were killed.
+///
+/// # Errors
+/// When a pidfd cannot be opened or the kernel refuses the signal.
+pub fn kill_all(targets: &[ProcessIdentity], timeout: std::time::Duration) -> Result<usize> {
+    let mut handles = Vec::new();
+    for target in targets {
+        if let Some(handle) = ProcessHandle::open(target)?
+            && handle.signal(rustix::process::Signal::KILL)?
+        {
+            handles.push(handle);
+        }
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    for handle in &handles {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        handle.wait_exit(left);
+    }
+    Ok(handles.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +444,7 @@ mod tests {
         assert_eq!(st.comm, "sleep");
         assert_eq!(st.state, 'S');
         assert_eq!(st.ppid, 77);
+        assert_eq!(st.pgrp, 5);
         assert_eq!(st.starttime, 123456);
     }
 

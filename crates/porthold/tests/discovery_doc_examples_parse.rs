@@ -42,8 +42,27 @@ fn the_documented_default_name_is_what_the_library_computes() {
     let blocks = json_blocks();
     let record = Record::from_json(blocks[0].as_bytes(), Path::new("docs/discovery.md")).unwrap();
     let name = discovery::default_name(Path::new(&record.key.path), &record.key.tag);
-    assert_eq!(name, "shop-web-da679b4e");
+    assert_eq!(name, "shop-web-64b2c78ff4e72b85");
     assert_eq!(record.name, name);
+    assert!(record.is_for(&record.key));
+    assert_eq!(record.pgid, Some(41240));
+    assert_eq!(record.drain_timeout_ms, Some(30_000));
+}
+
+#[test]
+fn the_documented_hash_input_is_path_nul_tag() {
+    // The doc's example: printf '/home/ann/shop\0web' | sha256sum → 64b2c78ff4e72b85…
+    assert_eq!(
+        discovery::key_hash(Path::new("/home/ann/shop"), "web"),
+        "64b2c78ff4e72b85"
+    );
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/discovery.md"
+    ))
+    .unwrap();
+    assert!(doc.contains("`shop-web-64b2c78ff4e72b85`"));
+    assert!(doc.contains("SHA-256"));
 }
 
 #[test]
@@ -57,13 +76,15 @@ fn the_documented_lock_line_parses_only_with_its_newline() {
     let owner = LockOwner::parse(format!("{line}\n").as_bytes()).expect("complete line");
     assert_eq!(owner.pid, 41234);
     assert_eq!(owner.instance_id, "5b1c0e9a7f3d42c18e6a0b9d2f4c7e11");
+    assert_eq!(owner.key.unwrap().tag, "web");
 }
 
 #[test]
 fn a_newer_major_schema_in_the_documented_record_is_rejected() {
     let blocks = json_blocks();
-    let newer = blocks[0].replace("\"schema\": \"1.0\"", "\"schema\": \"2.0\"");
+    let newer = blocks[0].replace("\"schema\": \"1.1\"", "\"schema\": \"2.0\"");
+    assert_ne!(newer, blocks[0]);
     assert!(Record::from_json(newer.as_bytes(), Path::new("x")).is_err());
-    let minor = blocks[0].replace("\"schema\": \"1.0\"", "\"schema\": \"1.7\", \"extra\": 1");
+    let minor = blocks[0].replace("\"schema\": \"1.1\"", "\"schema\": \"1.7\", \"extra\": 1");
     assert!(Record::from_json(minor.as_bytes(), Path::new("x")).is_ok());
 }

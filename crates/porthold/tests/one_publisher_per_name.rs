@@ -113,3 +113,49 @@ fn exactly_one_of_two_simultaneous_publishers_wins_and_the_loser_names_the_winne
         NAMES * ROUNDS_PER_NAME
     );
 }
+
+#[test]
+fn a_second_key_that_meets_a_taken_name_is_told_both_keys() {
+    if common::role().is_some() {
+        return;
+    }
+    use porthold::discovery::Key;
+    use std::time::Duration;
+    let (_tmp, dir) = common::runtime_dir();
+    let first = Key {
+        path: "/srv/a".into(),
+        tag: "web".into(),
+    };
+    let second = Key {
+        path: "/srv/b".into(),
+        tag: "web".into(),
+    };
+    let id = new_instance_id().unwrap();
+    // Before any record exists, the owner line alone names the holder's key.
+    let holder = Publisher::acquire_for_key(&dir, "meeting", &id, &first, Duration::ZERO).unwrap();
+    match Publisher::acquire_for_key(
+        &dir,
+        "meeting",
+        &new_instance_id().unwrap(),
+        &second,
+        Duration::ZERO,
+    ) {
+        Err(err) => {
+            let text = err.to_string();
+            let Error::NameTaken {
+                held_by, wanted, ..
+            } = err
+            else {
+                panic!("expected NameTaken, got {err:?}");
+            };
+            assert_eq!(held_by.as_deref(), Some(&first));
+            assert_eq!(wanted.as_deref(), Some(&second));
+            assert!(
+                text.contains("/srv/a (tag web)") && text.contains("/srv/b (tag web)"),
+                "{text}"
+            );
+        }
+        Ok(_) => panic!("the name was taken twice"),
+    }
+    drop(holder);
+}

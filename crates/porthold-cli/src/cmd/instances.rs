@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use porthold::discovery::{self, LiveRecord, Record};
-use porthold::identity::ProcessHandle;
+use porthold::discovery::{self, Key, LiveRecord, Record, StopOutcome};
 use serde_json::{Value, json};
 
 use super::{KeyArgs, print_json};
@@ -25,14 +24,23 @@ use crate::output::table;
 pub struct InstanceArgs {
     #[command(flatten)]
     pub key: KeyArgs,
-    /// The instance name [default: <basename of path>-<tag or "default">-<8 hex of a hash of path>].
+    /// The instance name [default: <basename of path>-<tag or "default">-<16 hex of SHA-256 of path and tag>].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 }
 
+/// An instance selected by name, or by key (then the record's key must match).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// The instance name to look up.
+    pub name: String,
+    /// The key asked for, when the selection was by key.
+    pub key: Option<Key>,
+}
+
 impl InstanceArgs {
-    /// The instance name these flags select.
-    pub fn resolve_name(&self, ctx: &Ctx) -> anyhow::Result<String> {
+    /// The instance these flags select.
+    pub fn resolve(&self, ctx: &Ctx) -> anyhow::Result<Selection> {
         if let Some(name) = &self.name {
             if self.key.path.is_some() || self.key.tag.is_some() {
                 anyhow::bail!(porthold::Error::invalid(
@@ -41,10 +49,16 @@ impl InstanceArgs {
                 ));
             }
             discovery::validate_name(name)?;
-            return Ok(name.clone());
+            return Ok(Selection {
+                name: name.clone(),
+                key: None,
+            });
         }
         let key = self.key.resolve(ctx, false)?;
-        Ok(discovery::default_name(&key.path, &key.tag))
+        Ok(Selection {
+            name: discovery::default_name(&key.path, &key.tag),
+            key: Some(Key::new(&key.path, &key.tag)),
+        })
     }
 }
 
@@ -53,14 +67,38 @@ impl InstanceArgs {
 pub struct UrlArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// The URL scheme.
-    #[arg(long, default_value = "http", value_name = "SCHEME")]
+    /// The URL scheme: a letter, then letters, digits, `+`, `.` or `-` (lower case).
+    #[arg(long, default_value = "http", value_name = "SCHEME", value_parser = parse_scheme)]
     pub scheme: String,
+}
+
+/// Accepts a URL scheme of the form `[a-z][a-z0-9+.-]*`.
+fn parse_scheme(text: &str) -> Result<String, String> {
+    let mut bytes = text.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase());
+    if first_ok
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'.' | b'-')
+        })
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}` is not a URL scheme: want a lower-case letter, then lower-case letters, digits, `+`, `.` or `-`"
+        ))
+    }
 }
 
 /// Arguments of `ps`.
 #[derive(Debug, Args)]
-pub struct PsArgs {}
+pub struct PsArgs {
+    /// Only instances of this project directory (every tag unless --tag is given).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<std::path::PathBuf>,
+    /// Only instances with this tag (of --path, or of the project of the working directory).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+}
 
 /// Arguments of `wait`.
 #[derive(Debug, Args)]
@@ -74,13 +112,24 @@ pub struct WaitArgs {
 
 /// Arguments of `stop`.
 #[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    porthold stop --tag web          # the instance of this project's key (tag web)\n  \
+    porthold stop --all-tags         # every instance of this project, any tag\n  \
+    porthold stop --all --kill       # every live instance of this user, SIGKILL if stubborn")]
 pub struct StopArgs {
     #[command(flatten)]
     pub instance: InstanceArgs,
-    /// Wait this long for the instance to end after SIGTERM (then exit 5, or SIGKILL with --kill).
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    pub timeout: String,
-    /// Send SIGKILL to the launcher when it has not ended within --timeout.
+    /// Stop every live instance of the project path, whatever its tag.
+    #[arg(long, conflicts_with_all = ["name", "tag", "all"])]
+    pub all_tags: bool,
+    /// Stop every live instance of this user (in this runtime directory).
+    #[arg(long, conflicts_with_all = ["name", "tag", "path"])]
+    pub all: bool,
+    /// Wait this long for the instance to end after SIGTERM (then exit 5, or SIGKILL with
+    /// --kill) [default: the instance's drain timeout plus 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// SIGKILL the server's whole process tree, then the launcher, when it has not ended within --timeout.
     #[arg(long)]
     pub kill: bool,
 }
@@ -89,15 +138,45 @@ fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
     porthold::duration::parse(text).with_context(|| format!("in {flag}"))
 }
 
-/// The live instance `name`, or a not-found error (exit 1) that says why.
-fn live(ctx: &Ctx, name: &str) -> anyhow::Result<LiveRecord> {
-    let probe = discovery::probe(&ctx.runtime_dir, name)?;
+/// A not-found error (exit 1) for a record that was rejected, after a warning saying why.
+fn rejected(ctx: &Ctx, name: &str, err: &porthold::Error) -> anyhow::Error {
+    ctx.warn(format!("{err}"));
+    porthold::Error::NotFound(format!(
+        "no live instance `{name}` in `{}` (its record was rejected)",
+        ctx.runtime_dir.display()
+    ))
+    .into()
+}
+
+/// The live instance selected, or a not-found error (exit 1) that says why.
+///
+/// A rejected record (symlink, foreign owner, unparsable, unknown major
+/// schema) is no live instance, with a warning; a record of another key under
+/// the selected key's default name is no live instance of this key.
+fn live(ctx: &Ctx, selection: &Selection) -> anyhow::Result<LiveRecord> {
+    let name = &selection.name;
+    let probe = match discovery::probe(&ctx.runtime_dir, name) {
+        Ok(probe) => probe,
+        Err(err @ porthold::Error::BadRecord { .. }) => return Err(rejected(ctx, name, &err)),
+        Err(err) => return Err(err.into()),
+    };
     match probe.record {
-        Some(record) if probe.liveness.is_alive() => Ok(LiveRecord {
-            record,
-            liveness: probe.liveness,
-            path: ctx.runtime_dir.join(format!("{name}.json")),
-        }),
+        Some(record) if probe.liveness.is_alive() => {
+            if let Some(key) = &selection.key
+                && !record.is_for(key)
+            {
+                return Err(porthold::Error::NotFound(format!(
+                    "no live instance for key {key}: `{name}` runs for key {}",
+                    record.key
+                ))
+                .into());
+            }
+            Ok(LiveRecord {
+                record,
+                liveness: probe.liveness,
+                path: ctx.runtime_dir.join(format!("{name}.json")),
+            })
+        }
         _ => Err(porthold::Error::NotFound(format!(
             "no live instance `{name}` in `{}` ({})",
             ctx.runtime_dir.display(),
@@ -105,6 +184,67 @@ fn live(ctx: &Ctx, name: &str) -> anyhow::Result<LiveRecord> {
         ))
         .into()),
     }
+}
+
+/// Every live instance, warning about each rejected record.
+fn live_instances(ctx: &Ctx) -> anyhow::Result<Vec<LiveRecord>> {
+    let listing = discovery::list_with_rejections(&ctx.runtime_dir)?;
+    for err in &listing.rejected {
+        ctx.warn(format!("{err}"));
+    }
+    Ok(listing.live)
+}
+
+/// The live instance (of this user, in this runtime directory) that listens
+/// on `port`, if any: how `list`, `scan`, `port-info` and `reserve` tell
+/// porthold's own instance from a foreign listener.
+pub fn instance_on_port(instances: &[LiveRecord], port: u16) -> Option<&LiveRecord> {
+    instances.iter().find(|live| live.record.listens_on(port))
+}
+
+/// Every live instance, or none when the runtime directory cannot be read
+/// (for commands where instances only annotate other output).
+pub fn live_instances_quietly(ctx: &Ctx) -> Vec<LiveRecord> {
+    discovery::list(&ctx.runtime_dir).unwrap_or_default()
+}
+
+/// `instance shop-web-… (server pid 41240)` for tables.
+pub fn instance_text(live: &LiveRecord) -> String {
+    match live.record.child_pid {
+        Some(child) => format!("instance {} (server pid {child})", live.record.name),
+        None => format!(
+            "instance {} (launcher pid {})",
+            live.record.name, live.record.pid
+        ),
+    }
+}
+
+/// The short JSON description of the instance on a port.
+pub fn instance_brief_json(live: Option<&LiveRecord>) -> Value {
+    match live {
+        Some(live) => json!({
+            "name": live.record.name,
+            "key": live.record.key,
+            "pid": live.record.pid,
+            "child_pid": live.record.child_pid,
+        }),
+        None => Value::Null,
+    }
+}
+
+/// Whether a reserve note only says that `key`'s own running instance holds
+/// its port (which is what a reservation is for, so no warning is due).
+pub fn note_is_about_own_instance(
+    ctx: &Ctx,
+    key: &porthold::key::Key,
+    note: &porthold::registry::ReserveNote,
+) -> bool {
+    let porthold::registry::ReserveNote::InUse { port, .. } = note else {
+        return false;
+    };
+    let wanted = Key::new(&key.path, &key.tag);
+    instance_on_port(&live_instances_quietly(ctx), *port)
+        .is_some_and(|live| live.record.is_for(&wanted))
 }
 
 /// The JSON object of one instance: the record plus `alive` and `uptime_ms`.
@@ -153,8 +293,9 @@ fn listeners_text(record: &Record) -> String {
 
 /// `porthold url`: prints the first IP listener's URL; exit 1 without a live instance.
 pub fn run_url(args: UrlArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let name = args.instance.resolve_name(ctx)?;
-    let live = live(ctx, &name)?;
+    let selection = args.instance.resolve(ctx)?;
+    let name = &selection.name;
+    let live = live(ctx, &selection)?;
     let url = live.record.url(&args.scheme).ok_or_else(|| {
         porthold::Error::NotFound(format!(
             "instance `{name}` has no TCP or UDP listener (only Unix sockets)"
@@ -168,9 +309,22 @@ pub fn run_url(args: UrlArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `porthold ps`: every live instance.
-pub fn run_ps(_args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let all = discovery::list(&ctx.runtime_dir)?;
+/// `porthold ps`: every live instance (of the key or path asked for).
+pub fn run_ps(args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut all = live_instances(ctx)?;
+    if args.path.is_some() || args.tag.is_some() {
+        let key_args = KeyArgs {
+            allow_unrelated_path: true,
+            path: args.path.clone(),
+            tag: args.tag.clone(),
+        };
+        let key = key_args.resolve(ctx, false)?;
+        let wanted = Key::new(&key.path, &key.tag);
+        all.retain(|live| {
+            live.record.key.path == wanted.path
+                && (args.tag.is_none() || live.record.key.tag == wanted.tag)
+        });
+    }
     if ctx.json {
         let instances: Vec<Value> = all.iter().map(instance_json).collect();
         print_json(&json!({ "instances": instances }));
@@ -186,14 +340,9 @@ pub fn run_ps(_args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|live| {
             let r = &live.record;
-            let key = if r.key.tag.is_empty() {
-                r.key.path.clone()
-            } else {
-                format!("{} ({})", r.key.path, r.key.tag)
-            };
             vec![
                 r.name.clone(),
-                key,
+                r.key.to_string(),
                 r.pid.to_string(),
                 r.child_pid.map(|p| p.to_string()).unwrap_or_default(),
                 r.generation.to_string(),
@@ -224,9 +373,21 @@ pub fn run_ps(_args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 /// `porthold wait`: blocks until the instance is live and ready; exit 1 on timeout.
 pub fn run_wait(args: WaitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let name = args.instance.resolve_name(ctx)?;
+    let selection = args.instance.resolve(ctx)?;
+    let name = &selection.name;
     let timeout = duration(&args.timeout, "--timeout")?;
-    let live = discovery::wait(&ctx.runtime_dir, &name, None, true, timeout)?;
+    let live = match discovery::wait_for_key(
+        &ctx.runtime_dir,
+        name,
+        selection.key.as_ref(),
+        None,
+        true,
+        timeout,
+    ) {
+        Ok(live) => live,
+        Err(err @ porthold::Error::BadRecord { .. }) => return Err(rejected(ctx, name, &err)),
+        Err(err) => return Err(err.into()),
+    };
     if ctx.json {
         print_json(&instance_json(&live));
     } else if let Some(url) = live.record.url("http") {
@@ -237,53 +398,143 @@ pub fn run_wait(args: WaitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `porthold stop`: SIGTERM to the launcher (identity-checked), then wait.
+/// `porthold stop`: SIGTERM to the launcher (identity-checked), then wait;
+/// with `--all-tags`/`--all`, every matching live instance.
 pub fn run_stop(args: StopArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let name = args.instance.resolve_name(ctx)?;
-    let timeout = duration(&args.timeout, "--timeout")?;
-    let live = live(ctx, &name)?;
-    if live.liveness != discovery::Liveness::Alive {
-        anyhow::bail!(porthold::Error::invalid(
-            format!(
-                "instance `{name}` runs in another pid namespace; porthold cannot signal it from here"
-            ),
-            Some("stop it from inside its namespace".into()),
-        ));
+    let timeout = args
+        .timeout
+        .as_deref()
+        .map(|t| duration(t, "--timeout"))
+        .transpose()?;
+    if args.all || args.all_tags {
+        let mut targets = live_instances(ctx)?;
+        if args.all_tags {
+            let key = args.instance.key.resolve(ctx, false)?;
+            let path = key.path.to_string_lossy().into_owned();
+            targets.retain(|live| live.record.key.path == path);
+        }
+        let mut reports = Vec::new();
+        let mut busy = None;
+        for live in &targets {
+            match stop_one(live, timeout, args.kill) {
+                Ok(report) => reports.push(report),
+                Err(err) => {
+                    ctx.warn(format!("{err:#}"));
+                    busy.get_or_insert(err);
+                }
+            }
+        }
+        if ctx.json {
+            let stopped: Vec<Value> = reports.iter().map(StopReport::json).collect();
+            print_json(&json!({ "stopped": stopped }));
+        } else if !ctx.quiet {
+            for report in &reports {
+                report.say();
+            }
+            if targets.is_empty() {
+                eprintln!("porthold: no live instance to stop");
+            }
+        }
+        return match busy {
+            Some(err) => Err(err),
+            None => Ok(ExitCode::SUCCESS),
+        };
     }
-    let identity = live.record.identity();
-    let Some(handle) = ProcessHandle::open(&identity)? else {
-        // It ended between the lookup and now: that is what we wanted.
-        return report_stop(ctx, &name, identity.pid, "already stopped");
+
+    let selection = args.instance.resolve(ctx)?;
+    let live = match live(ctx, &selection) {
+        Ok(live) => live,
+        Err(err) => return Err(not_found_with_hints(ctx, &selection, err)),
     };
-    handle.signal(rustix::process::Signal::TERM)?;
-    if handle.wait_exit(timeout) {
-        return report_stop(ctx, &name, identity.pid, "stopped");
+    let report = stop_one(&live, timeout, args.kill)?;
+    if ctx.json {
+        print_json(&report.json());
+    } else if !ctx.quiet {
+        report.say();
     }
-    if !args.kill {
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `stop` did to one instance.
+struct StopReport {
+    name: String,
+    pid: u32,
+    outcome: StopOutcome,
+}
+
+impl StopReport {
+    fn json(&self) -> Value {
+        json!({ "name": self.name, "pid": self.pid, "outcome": self.outcome.as_str() })
+    }
+
+    fn say(&self) {
+        eprintln!(
+            "porthold: {} (pid {}) {}",
+            self.name,
+            self.pid,
+            self.outcome.as_str()
+        );
+    }
+}
+
+fn stop_one(
+    live: &LiveRecord,
+    timeout: Option<Duration>,
+    kill: bool,
+) -> anyhow::Result<StopReport> {
+    let name = live.record.name.clone();
+    let pid = live.record.pid;
+    let timeout = timeout.unwrap_or_else(|| discovery::default_stop_timeout(live));
+    let outcome = discovery::stop(live, timeout, kill)?;
+    if outcome == StopOutcome::StillRunning {
         anyhow::bail!(porthold::Error::Busy {
-            what: format!("instance `{name}` (pid {})", identity.pid),
+            what: format!("instance `{name}` (pid {pid})"),
             detail: format!(
-                "it did not stop within {} of SIGTERM (use --kill to SIGKILL it)",
+                "it did not stop within {} of SIGTERM (use --kill to SIGKILL its tree)",
                 porthold::duration::format(timeout)
             ),
         });
     }
-    handle.signal(rustix::process::Signal::KILL)?;
-    // SIGKILL cannot be caught; the kernel only needs a moment to tear it down.
-    if !handle.wait_exit(Duration::from_secs(10)) {
-        anyhow::bail!(porthold::Error::Busy {
-            what: format!("instance `{name}` (pid {})", identity.pid),
-            detail: "it was still there 10s after SIGKILL".into(),
-        });
-    }
-    report_stop(ctx, &name, identity.pid, "killed")
+    Ok(StopReport { name, pid, outcome })
 }
 
-fn report_stop(ctx: &Ctx, name: &str, pid: u32, outcome: &str) -> anyhow::Result<ExitCode> {
-    if ctx.json {
-        print_json(&json!({ "name": name, "pid": pid, "outcome": outcome }));
-    } else if !ctx.quiet {
-        eprintln!("porthold: {name} (pid {pid}) {outcome}");
+/// Plain `stop` found nothing: end what a dead launcher left under that name
+/// (taking its lock, as a new owner would), and name the live instances of
+/// the same path, so a wrong `--tag` is easy to correct.
+fn not_found_with_hints(ctx: &Ctx, selection: &Selection, err: anyhow::Error) -> anyhow::Error {
+    if let Ok(probe) = discovery::probe(&ctx.runtime_dir, &selection.name)
+        && probe.liveness == discovery::Liveness::StaleLockFree
+        && let Ok(id) = discovery::new_instance_id()
+        && let Ok(publisher) = discovery::Publisher::acquire(&ctx.runtime_dir, &selection.name, &id)
+    {
+        let ended = publisher.leftovers_ended();
+        if publisher.finish().is_ok() && ended > 0 {
+            ctx.warn(format!(
+                "`{}` had no live launcher; ended {ended} leftover process(es) of its server",
+                selection.name
+            ));
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    let Some(key) = &selection.key else {
+        return err;
+    };
+    let Ok(all) = discovery::list(&ctx.runtime_dir) else {
+        return err;
+    };
+    let same_path: Vec<String> = all
+        .iter()
+        .filter(|live| live.record.key.path == key.path)
+        .map(|live| format!("`{}` (key {})", live.record.name, live.record.key))
+        .collect();
+    match err.downcast_ref::<porthold::Error>() {
+        Some(porthold::Error::NotFound(message)) if !same_path.is_empty() => {
+            porthold::Error::NotFound(format!(
+                "{message}; live instances of `{}`: {}",
+                key.path,
+                same_path.join(", ")
+            ))
+            .into()
+        }
+        _ => err,
+    }
 }

@@ -53,6 +53,12 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    let instances = if rows.is_empty() {
+        Vec::new()
+    } else {
+        super::instances::live_instances_quietly(ctx)
+    };
+    let on_port = |port| super::instances::instance_on_port(&instances, port);
     if ctx.json {
         let items: Vec<_> = rows
             .iter()
@@ -63,6 +69,7 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     Some(Some((pid, comm))) => serde_json::json!({ "pid": pid, "command": comm }),
                     _ => serde_json::Value::Null,
                 };
+                value["instance"] = super::instances::instance_brief_json(on_port(r.port));
                 value
             })
             .collect();
@@ -76,10 +83,11 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let body = rows
         .iter()
         .map(|r| {
-            let listening = match listeners.get(&r.port) {
-                Some(Some((pid, comm))) => format!("yes (pid {pid} {comm})"),
-                Some(None) => "yes".to_string(),
-                None => "no".to_string(),
+            let listening = match (listeners.get(&r.port), on_port(r.port)) {
+                (Some(_), Some(live)) => format!("yes ({})", super::instances::instance_text(live)),
+                (Some(Some((pid, comm))), None) => format!("yes (pid {pid} {comm})"),
+                (Some(None), None) => "yes".to_string(),
+                (None, _) => "no".to_string(),
             };
             vec![
                 r.port.to_string(),

@@ -80,7 +80,13 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let policy = CleanPolicy::autoclean(DEFAULT_EXPIRE_AFTER);
         registry.reserve_with_autoclean(&request, probe, &policy)?
     };
-    for note in &outcome.notes {
+    let key = &request.key;
+    let notes: Vec<_> = outcome
+        .notes
+        .iter()
+        .filter(|note| !super::instances::note_is_about_own_instance(ctx, key, note))
+        .collect();
+    for note in &notes {
         ctx.warn(note);
     }
     if !cleaned.is_empty() && !ctx.json {
@@ -95,8 +101,7 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut value = reservation_json(&outcome.reservation);
         value["created"] = outcome.created.into();
-        value["notes"] = outcome
-            .notes
+        value["notes"] = notes
             .iter()
             .map(|n| n.to_string())
             .collect::<Vec<_>>()

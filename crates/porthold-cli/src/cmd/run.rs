@@ -44,7 +44,7 @@ pub struct RunArgs {
     /// tcp://[::]:8080 (?v6only=0), udp://127.0.0.1:0, unix:///path/sock (?mode=0660).
     #[arg(long, value_name = "SPEC")]
     pub listen: Vec<String>,
-    /// The instance name [default: <basename of path>-<tag or "default">-<8 hex of a hash of path>].
+    /// The instance name [default: <basename of path>-<tag or "default">-<16 hex of SHA-256 of path and tag>].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Don't pass sockets: hold the port until just before the spawn, then check the
@@ -272,7 +272,9 @@ fn reserve(
     let mut registry = open_registry(ctx)?;
     let outcome = registry.reserve(&request, Some(&SystemProbe))?;
     for note in &outcome.notes {
-        ctx.warn(note);
+        if !super::instances::note_is_about_own_instance(ctx, key, note) {
+            ctx.warn(note);
+        }
     }
     Ok(outcome.reservation.port)
 }

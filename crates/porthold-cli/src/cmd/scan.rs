@@ -88,11 +88,18 @@ pub fn run_scan(args: ScanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         (Some(registry), true) => registry.autoexclude(&entries)?,
         _ => Vec::new(),
     };
+    let instances = if entries.is_empty() {
+        Vec::new()
+    } else {
+        super::instances::live_instances_quietly(ctx)
+    };
+    let on_port = |port| super::instances::instance_on_port(&instances, port);
     if ctx.json {
         let listeners: Vec<_> = entries
             .iter()
             .map(|e| {
                 let mut value = socket_json(&e.socket);
+                value["instance"] = super::instances::instance_brief_json(on_port(e.socket.port));
                 value["reserved"] = e.reservation.is_some().into();
                 value["reservation"] = e
                     .reservation
@@ -115,7 +122,10 @@ pub fn run_scan(args: ScanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let rows = entries
             .iter()
             .map(|e| {
-                let (pid, command) = owner_text(&e.socket);
+                let (pid, mut command) = owner_text(&e.socket);
+                if let Some(live) = on_port(e.socket.port) {
+                    command = format!("{command}, {}", super::instances::instance_text(live));
+                }
                 let status = match &e.reservation {
                     Some(r) => holder_text(r),
                     None if autoexcluded.contains(&e.socket.port) => {
@@ -165,6 +175,8 @@ pub fn run_port_info(args: PortInfoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> 
         Occupancy::Busy => "in use",
         Occupancy::Unusable => "not bindable by this user",
     };
+    let instances = super::instances::live_instances_quietly(ctx);
+    let instance = super::instances::instance_on_port(&instances, info.port);
     if ctx.json {
         print_json(&serde_json::json!({
             "port": info.port,
@@ -175,7 +187,11 @@ pub fn run_port_info(args: PortInfoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> 
                 Occupancy::Busy => "busy",
                 Occupancy::Unusable => "unusable",
             },
-            "sockets": info.sockets.iter().map(socket_json).collect::<Vec<_>>(),
+            "sockets": info.sockets.iter().map(|s| {
+                let mut value = socket_json(s);
+                value["instance"] = super::instances::instance_brief_json(instance);
+                value
+            }).collect::<Vec<_>>(),
         }));
         return Ok(ExitCode::SUCCESS);
     }
@@ -207,11 +223,14 @@ pub fn run_port_info(args: PortInfoArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> 
     } else {
         for (i, s) in info.sockets.iter().enumerate() {
             let (pid, command) = owner_text(s);
-            let owner = if s.owner.is_some() {
+            let mut owner = if s.owner.is_some() {
                 format!("pid {pid} ({command})")
             } else {
                 command
             };
+            if let Some(live) = instance {
+                owner = format!("{owner}, {}", super::instances::instance_text(live));
+            }
             lines.push(format!(
                 "{}{} {} {owner}",
                 if i == 0 {

@@ -48,11 +48,20 @@ mod names;
 mod publisher;
 mod reader;
 mod record;
+mod sha256;
+mod stop;
 
 pub use names::{
-    MAX_INSTANCE_ID_LEN, MAX_NAME_LEN, default_name, ensure_runtime_dir, fnv1a32, new_instance_id,
-    validate_instance_id, validate_name,
+    MAX_INSTANCE_ID_LEN, MAX_NAME_LEN, NAME_HASH_HEX_DIGITS, default_name, ensure_runtime_dir,
+    key_hash, new_instance_id, validate_instance_id, validate_name,
 };
 pub use publisher::{DEFAULT_LOCK_RETRY, LockOwner, Publisher};
-pub use reader::{LiveRecord, Liveness, Probe, list, lookup, probe, wait};
+pub use reader::{
+    Listing, LiveRecord, Liveness, Probe, list, list_with_rejections, lookup, probe, wait,
+    wait_for_key,
+};
 pub use record::{Family, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR, State};
+pub use stop::{
+    ASSUMED_DRAIN_TIMEOUT, STOP_TIMEOUT_MARGIN, StopOutcome, default_stop_timeout, kill_instance,
+    stop,
+};

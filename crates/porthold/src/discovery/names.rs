@@ -5,8 +5,11 @@
 //! nothing a shell must quote. Names are never used with anything but those
 //! fixed suffixes, so `.`/`..` cannot escape the directory.
 //!
-//! The default name must be computable by other languages, so the path hash
-//! is spelled out: 32-bit FNV-1a over the raw bytes of the path as given.
+//! The default name must be computable by other languages and must not let
+//! two keys meet by accident, so its hash is spelled out: SHA-256 over the
+//! path bytes, one 0 byte and the tag bytes, of which the name keeps 16 hex
+//! digits (64 bits). Lookups by key also check the record's key, so even a
+//! collision (or a `--name` shared on purpose) never selects another key's instance.
 
 use std::fs;
 use std::io::{self, Read};
@@ -14,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use super::sha256::sha256;
 use crate::error::{Error, Result};
 
 /// Longest valid instance name, in bytes.
@@ -23,7 +27,10 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_INSTANCE_ID_LEN: usize = 128;
 
 /// Longest tag part kept in a default name (see [`default_name`]).
-const MAX_DEFAULT_TAG_LEN: usize = 32;
+const MAX_DEFAULT_TAG_LEN: usize = 24;
+
+/// Hex digits of the key hash at the end of a default name.
+pub const NAME_HASH_HEX_DIGITS: usize = 16;
 
 fn in_alphabet(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
@@ -75,25 +82,33 @@ pub fn validate_instance_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// 32-bit FNV-1a: offset basis 0x811c9dc5, prime 0x01000193, one round per byte.
-pub fn fnv1a32(bytes: &[u8]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in bytes {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    h
+/// The hash that ends a default name: the first [`NAME_HASH_HEX_DIGITS`]
+/// lower-case hex digits of SHA-256 over `path bytes ‖ 0x00 ‖ tag bytes`.
+///
+/// The path cannot contain a 0 byte, so the separator makes the input
+/// unambiguous (`/a` + `b/c` and `/ab` + `/c` hash differently).
+pub fn key_hash(path: &Path, tag: &str) -> String {
+    let mut input = Vec::with_capacity(path.as_os_str().len() + 1 + tag.len());
+    input.extend_from_slice(path.as_os_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(tag.as_bytes());
+    sha256(&input)
+        .iter()
+        .take(NAME_HASH_HEX_DIGITS / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The default instance name for a key: `<basename>-<tag or "default">-<hash>`.
 ///
-/// - `hash` is [`fnv1a32`] of the raw bytes of `path` (exactly as passed: the
-///   caller passes the key's normalised absolute path), as 8 lower-case hex digits.
+/// - `hash` is [`key_hash`] of the key: 16 hex digits of SHA-256 over the raw
+///   bytes of `path` (exactly as passed: the caller passes the key's
+///   normalised absolute path), a 0 byte, and the tag's bytes (empty for no tag).
 /// - `basename` is the last component of `path` (`root` when there is none, as
 ///   for `/`); `tag` is `default` when empty. In both, every byte outside
 ///   `[A-Za-z0-9._-]` becomes `_` (a multi-byte UTF-8 character becomes several `_`).
-/// - To fit 64 bytes, the tag is cut to its first 32 bytes, then the basename to
-///   `64 - 10 - len(tag)` bytes.
+/// - To fit 64 bytes, the tag is cut to its first 24 bytes, then the basename to
+///   `64 - 18 - len(tag)` bytes (18 = the hash and two `-`).
 pub fn default_name(path: &Path, tag: &str) -> String {
     let sanitize = |bytes: &[u8]| -> String {
         bytes
@@ -101,7 +116,7 @@ pub fn default_name(path: &Path, tag: &str) -> String {
             .map(|&b| if in_alphabet(b) { b as char } else { '_' })
             .collect()
     };
-    let hash = fnv1a32(path.as_os_str().as_bytes());
+    let hash = key_hash(path, tag);
     let base = match path.file_name() {
         Some(n) => sanitize(n.as_bytes()),
         None => "root".to_string(),
@@ -114,8 +129,8 @@ pub fn default_name(path: &Path, tag: &str) -> String {
     // Everything is ASCII after sanitising, so byte truncation is char-safe.
     tag.truncate(MAX_DEFAULT_TAG_LEN);
     let mut base = base;
-    base.truncate(MAX_NAME_LEN - 10 - tag.len());
-    format!("{base}-{tag}-{hash:08x}")
+    base.truncate(MAX_NAME_LEN - NAME_HASH_HEX_DIGITS - 2 - tag.len());
+    format!("{base}-{tag}-{hash}")
 }
 
 /// A fresh random instance id: 32 lower-case hex digits (128 bits from `/dev/urandom`).
@@ -258,22 +273,29 @@ mod tests {
     }
 
     #[test]
-    fn fnv1a32_matches_published_vectors() {
-        assert_eq!(fnv1a32(b""), 0x811c9dc5);
-        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
-        assert_eq!(fnv1a32(b"foobar"), 0xbf9cf968);
+    fn the_key_hash_is_sha256_of_path_nul_tag() {
+        // printf '/home/ann/shop\0web' | sha256sum → 64b2c78ff4e72b85a2da…
+        assert_eq!(
+            key_hash(Path::new("/home/ann/shop"), "web"),
+            "64b2c78ff4e72b85"
+        );
+        // The separator keeps path and tag apart.
+        assert_ne!(
+            key_hash(Path::new("/a"), "b"),
+            key_hash(Path::new("/ab"), "")
+        );
     }
 
     #[test]
     fn default_names_are_stable_sanitised_and_bounded() {
-        let n = default_name(Path::new("/home/ann/src/shop"), "web");
-        assert_eq!(
-            n,
-            format!("shop-web-{:08x}", fnv1a32(b"/home/ann/src/shop"))
-        );
+        let n = default_name(Path::new("/home/ann/shop"), "web");
+        assert_eq!(n, "shop-web-64b2c78ff4e72b85");
         assert_eq!(
             default_name(Path::new("/home/ann/src/shop"), ""),
-            format!("shop-default-{:08x}", fnv1a32(b"/home/ann/src/shop"))
+            format!(
+                "shop-default-{}",
+                key_hash(Path::new("/home/ann/src/shop"), "")
+            )
         );
         let odd = default_name(Path::new("/tmp/my proj (2)/café"), "a b");
         assert!(odd.starts_with("caf__-a_b-"), "{odd}");
@@ -285,11 +307,21 @@ mod tests {
         );
         assert_eq!(long.len(), 64, "{long}");
         validate_name(&long).unwrap();
-        assert!(long.contains(&format!("-{}-", "t".repeat(32))));
+        assert!(long.contains(&format!("-{}-", "t".repeat(24))));
+        // Keys whose readable prefixes are cut to the same text still get different names.
+        let cut_a = default_name(Path::new(&format!("/x/{}a", "b".repeat(60))), "web");
+        let cut_b = default_name(Path::new(&format!("/x/{}b", "b".repeat(60))), "web");
+        assert_ne!(cut_a, cut_b);
+        assert_eq!(cut_a[..40], cut_b[..40]);
         // Different paths with the same basename get different names.
         assert_ne!(
             default_name(Path::new("/a/shop"), ""),
             default_name(Path::new("/b/shop"), "")
+        );
+        // A tag that sanitises like another still gets its own name.
+        assert_ne!(
+            default_name(Path::new("/a/shop"), "a b"),
+            default_name(Path::new("/a/shop"), "a_b")
         );
     }
 

@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::names::{ensure_runtime_dir, euid, validate_instance_id, validate_name};
-use super::record::{Record, SCHEMA_MAJOR, State, schema_major};
+use super::reader::read_record;
+use super::record::{Key, Record, SCHEMA_MAJOR, State, schema_major};
 use crate::error::{Error, Result};
-use crate::identity::ProcessIdentity;
+use crate::identity::{self, ProcessIdentity};
+
+/// How long a new owner waits for a dead instance's leftover processes to die after SIGKILL.
+const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long [`Publisher::acquire`] retries a busy lock (readers hold a shared lock only for an instant).
 pub const DEFAULT_LOCK_RETRY: Duration = Duration::from_millis(200);
@@ -42,6 +46,10 @@ pub struct LockOwner {
     pub boot_id: String,
     /// The instance id it is publishing.
     pub instance_id: String,
+    /// The key it runs for, when it said (so a loser can name both keys before
+    /// any record exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Key>,
 }
 
 impl LockOwner {
@@ -99,12 +107,16 @@ pub struct Publisher {
     dir: PathBuf,
     name: String,
     instance_id: String,
+    /// The key this name is owned for, when the caller said.
+    key: Option<Key>,
     /// The locked lock file; `None` once released.
     lock: Option<File>,
     /// The runtime directory, kept open to fsync after renames and unlinks.
     dir_fd: File,
     last: Option<Record>,
     temp_counter: u32,
+    /// How many processes a dead previous owner had left that we killed.
+    leftovers_ended: usize,
 }
 
 impl Publisher {
@@ -124,7 +136,10 @@ impl Publisher {
     /// `flock(LOCK_EX | LOCK_NB)` retrying for up to `retry`, checks that the
     /// locked inode is still the one at the path, writes our pid and instance
     /// id into the lock file, and removes a stale `<name>.json` (and temp
-    /// files) left by a previous owner that died.
+    /// files) left by a previous owner that died. Before that, when the stale
+    /// record names its server's process group (`pgid`), every process left in
+    /// that group that started after the dead instance did is SIGKILLed
+    /// (identity-checked, same boot, our uid), so its ports are free again.
     ///
     /// # Errors
     /// - [`Error::NameTaken`] when another process holds the name, with its pid and
@@ -137,6 +152,34 @@ impl Publisher {
         runtime_dir: &Path,
         name: &str,
         instance_id: &str,
+        retry: Duration,
+    ) -> Result<Publisher> {
+        Publisher::acquire_inner(runtime_dir, name, instance_id, None, retry)
+    }
+
+    /// As [`acquire_with_retry`](Publisher::acquire_with_retry), for an
+    /// instance of `key`: the key goes into the lock file's owner line, and
+    /// when another process holds the name, [`Error::NameTaken`] names the
+    /// holder's key (from its owner line or record) next to `key`, so two keys
+    /// that meet one name are reported as such.
+    ///
+    /// # Errors
+    /// As [`acquire_with_retry`](Publisher::acquire_with_retry).
+    pub fn acquire_for_key(
+        runtime_dir: &Path,
+        name: &str,
+        instance_id: &str,
+        key: &Key,
+        retry: Duration,
+    ) -> Result<Publisher> {
+        Publisher::acquire_inner(runtime_dir, name, instance_id, Some(key), retry)
+    }
+
+    fn acquire_inner(
+        runtime_dir: &Path,
+        name: &str,
+        instance_id: &str,
+        key: Option<&Key>,
         retry: Duration,
     ) -> Result<Publisher> {
         validate_name(name)?;
@@ -155,7 +198,13 @@ impl Publisher {
         for _ in 0..8 {
             let lock = open_lock_for_writing(&path)?;
             if !lock_exclusive_until(&lock, deadline, &path)? {
-                return Err(name_taken_or_busy(&lock, name, &path));
+                return Err(name_taken_or_busy(
+                    &lock,
+                    name,
+                    &path,
+                    &record_path(runtime_dir, name),
+                    key,
+                ));
             }
             let same_inode = match fs::symlink_metadata(&path) {
                 Ok(now) => {
@@ -174,12 +223,15 @@ impl Publisher {
                 dir: runtime_dir.to_path_buf(),
                 name: name.to_string(),
                 instance_id: instance_id.to_string(),
+                key: key.cloned(),
                 lock: Some(lock),
                 dir_fd,
                 last: None,
                 temp_counter: 0,
+                leftovers_ended: 0,
             };
             publisher.write_owner()?;
+            publisher.end_leftover_processes();
             publisher.remove_leftovers()?;
             return Ok(publisher);
         }
@@ -304,6 +356,7 @@ impl Publisher {
             starttime: me.starttime,
             boot_id: me.boot_id,
             instance_id: self.instance_id.clone(),
+            key: self.key.clone(),
         };
         let mut line = serde_json::to_vec(&owner)
             .map_err(|e| Error::invalid(format!("cannot serialize lock owner: {e}"), None))?;
@@ -316,6 +369,52 @@ impl Publisher {
         lock.set_len(0)
             .and_then(|()| lock.write_all_at(&line, 0))
             .map_err(|e| Error::io(format!("writing owner into `{}`", path.display()), e))
+    }
+
+    /// Under the lock, a previous owner's record names what may be left of its
+    /// server: a launcher killed by SIGKILL never ended its tree, and the
+    /// parent-death signal reaches only the direct child. SIGKILL every member
+    /// of the recorded process group that started after that instance did
+    /// (same boot, our uid), and wait for them to go, so the port is free
+    /// before the new owner binds.
+    ///
+    /// Best effort: a leftover that cannot be killed still holds its port, and
+    /// the new owner's bind then reports that conflict.
+    fn end_leftover_processes(&mut self) {
+        let Ok(Some(stale)) = read_record(&self.record_path()) else {
+            return;
+        };
+        let (Some(pgid), Ok(boot)) = (stale.pgid, identity::boot_id()) else {
+            return;
+        };
+        if stale.boot_id != boot || stale.uid != euid() {
+            return;
+        }
+        // Another pid namespace's group ids mean nothing here.
+        if stale
+            .pidns
+            .zip(identity::current_pid_namespace())
+            .is_some_and(|(theirs, ours)| theirs != ours)
+        {
+            return;
+        }
+        // Never our own group (a record naming it can only be forged or confused).
+        if rustix::process::getpgrp().as_raw_nonzero().get() as u32 == pgid {
+            return;
+        }
+        let me = std::process::id();
+        let leftovers: Vec<_> = identity::group_members_since(pgid, stale.starttime, euid())
+            .into_iter()
+            .filter(|p| p.pid != me)
+            .collect();
+        self.leftovers_ended = identity::kill_all(&leftovers, LEFTOVER_KILL_WAIT).unwrap_or(0);
+    }
+
+    /// How many leftover processes of a previous owner (killed by SIGKILL
+    /// before it could end its server's tree) were ended when the name was
+    /// taken. See [`acquire_with_retry`](Publisher::acquire_with_retry).
+    pub fn leftovers_ended(&self) -> usize {
+        self.leftovers_ended
     }
 
     /// Under the lock, anything named after us is a previous owner's leftover.
@@ -459,7 +558,13 @@ fn lock_exclusive_until(lock: &File, deadline: Instant, path: &Path) -> Result<b
 }
 
 /// We did not get the lock: name the holder if the lock file names a live process.
-fn name_taken_or_busy(lock: &File, name: &str, path: &Path) -> Error {
+fn name_taken_or_busy(
+    lock: &File,
+    name: &str,
+    path: &Path,
+    record: &Path,
+    wanted: Option<&Key>,
+) -> Error {
     // If a shared lock is possible, nobody holds LOCK_EX: only readers were in the way.
     if lock.try_lock_shared().is_ok() {
         let _ = lock.unlock();
@@ -476,10 +581,21 @@ fn name_taken_or_busy(lock: &File, name: &str, path: &Path) -> Error {
     loop {
         let owner = read_owner(lock).filter(|o| o.identity().is_alive());
         if let Some(owner) = owner {
+            // An owner line without a key (a library publisher that did not
+            // say): the holder's record, if it is the holder's, names it.
+            let held_by = owner.key.clone().or_else(|| {
+                read_record(record)
+                    .ok()
+                    .flatten()
+                    .filter(|r| r.instance_id == owner.instance_id)
+                    .map(|r| r.key)
+            });
             return Error::NameTaken {
                 name: name.to_string(),
                 pid: Some(owner.pid),
                 instance_id: Some(owner.instance_id),
+                held_by: held_by.map(Box::new),
+                wanted: wanted.cloned().map(Box::new),
             };
         }
         if Instant::now() >= deadline {
@@ -487,6 +603,8 @@ fn name_taken_or_busy(lock: &File, name: &str, path: &Path) -> Error {
                 name: name.to_string(),
                 pid: None,
                 instance_id: None,
+                held_by: None,
+                wanted: wanted.cloned().map(Box::new),
             };
         }
         thread::sleep(Duration::from_millis(5));
@@ -518,6 +636,7 @@ mod tests {
             starttime: 9,
             boot_id: "b".into(),
             instance_id: "i".into(),
+            key: None,
         };
         let mut line = serde_json::to_vec(&owner).unwrap();
         assert_eq!(LockOwner::parse(&line), None, "no newline yet");

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::names::{euid, validate_name};
 use super::publisher::{LockOwner, lock_path, read_owner, record_path};
-use super::record::{MAX_RECORD_BYTES, Record, State};
+use super::record::{Key, MAX_RECORD_BYTES, Record, State};
 use crate::error::{Error, Result};
 use crate::identity::{self, ProcessIdentity};
 
@@ -237,7 +237,7 @@ fn identity_liveness(recorded: &ProcessIdentity) -> Result<Liveness> {
 }
 
 /// Reads and parses a record file; `Ok(None)` when it does not exist.
-fn read_record(path: &Path) -> Result<Option<Record>> {
+pub(super) fn read_record(path: &Path) -> Result<Option<Record>> {
     let file = match open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -290,9 +290,32 @@ pub fn lookup(runtime_dir: &Path, name: &str) -> Result<Option<LiveRecord>> {
 /// [`Error::Io`] when the directory cannot be listed or a lookup fails for
 /// another reason than a bad record.
 pub fn list(runtime_dir: &Path) -> Result<Vec<LiveRecord>> {
+    list_with_rejections(runtime_dir).map(|listing| listing.live)
+}
+
+/// What [`list_with_rejections`] found.
+#[derive(Debug)]
+pub struct Listing {
+    /// The live instances, sorted by name.
+    pub live: Vec<LiveRecord>,
+    /// The records that were refused as untrustworthy, each with why
+    /// ([`Error::BadRecord`]), for a warning.
+    pub rejected: Vec<Error>,
+}
+
+/// As [`list`], but also returns the records it refused and why.
+///
+/// # Errors
+/// As [`list`].
+pub fn list_with_rejections(runtime_dir: &Path) -> Result<Listing> {
     let entries = match fs::read_dir(runtime_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Listing {
+                live: Vec::new(),
+                rejected: Vec::new(),
+            });
+        }
         Err(e) => return Err(Error::io(format!("listing `{}`", runtime_dir.display()), e)),
     };
     let mut names = Vec::new();
@@ -310,14 +333,16 @@ pub fn list(runtime_dir: &Path) -> Result<Vec<LiveRecord>> {
     }
     names.sort();
     let mut live = Vec::new();
+    let mut rejected = Vec::new();
     for name in names {
         match lookup(runtime_dir, &name) {
             Ok(Some(r)) => live.push(r),
-            Ok(None) | Err(Error::BadRecord { .. }) => {}
+            Ok(None) => {}
+            Err(e @ Error::BadRecord { .. }) => rejected.push(e),
             Err(e) => return Err(e),
         }
     }
-    Ok(live)
+    Ok(Listing { live, rejected })
 }
 
 /// Polls (every 10 ms) until `name` has a live record — with `instance_id`
@@ -336,6 +361,23 @@ pub fn wait(
     want_ready: bool,
     timeout: Duration,
 ) -> Result<LiveRecord> {
+    wait_for_key(runtime_dir, name, None, instance_id, want_ready, timeout)
+}
+
+/// As [`wait`], and when `key` is given, only a record published for that
+/// key (path and tag, see [`Record::is_for`]) satisfies the wait: another
+/// key's instance under the same name is waited past, never returned.
+///
+/// # Errors
+/// As [`wait`].
+pub fn wait_for_key(
+    runtime_dir: &Path,
+    name: &str,
+    key: Option<&Key>,
+    instance_id: Option<&str>,
+    want_ready: bool,
+    timeout: Duration,
+) -> Result<LiveRecord> {
     let deadline = Instant::now() + timeout;
     loop {
         let p = probe(runtime_dir, name)?;
@@ -343,6 +385,7 @@ pub fn wait(
         if let Some(record) = p.record
             && p.liveness.is_alive()
             && instance_id.is_none_or(|id| record.instance_id == id)
+            && key.is_none_or(|k| record.is_for(k))
             && (!want_ready || record.state == State::Ready)
         {
             return Ok(LiveRecord {
@@ -357,8 +400,10 @@ pub fn wait(
                 .map(|id| format!(" (instance {id})"))
                 .unwrap_or_default();
             let what = if want_ready { "ready" } else { "live" };
+            let for_key = key.map(|k| format!(" for key {k}")).unwrap_or_default();
             return Err(Error::NotFound(format!(
-                "no {what} instance `{name}`{which} within {timeout:?}; last seen: {last}"
+                "no {what} instance `{name}`{which}{for_key} within {}; last seen: {last}",
+                crate::duration::format(timeout)
             )));
         }
         thread::sleep(WAIT_POLL.min(deadline - now));

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, ProcessIdentity};
 
 /// The schema version this build writes.
-pub const SCHEMA: &str = "1.0";
+pub const SCHEMA: &str = "1.1";
 
 /// The only schema major version this build reads.
 pub const SCHEMA_MAJOR: u64 = 1;
@@ -157,12 +157,33 @@ impl Listener {
 }
 
 /// The key an instance was started for.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Key {
     /// The project path (UTF-8; a non-UTF-8 path is stored lossily).
     pub path: String,
     /// The tag; empty when none.
     pub tag: String,
+}
+
+impl Key {
+    /// The key of `path` (stored lossily when not UTF-8) and `tag`.
+    pub fn new(path: &Path, tag: &str) -> Key {
+        Key {
+            path: path.to_string_lossy().into_owned(),
+            tag: tag.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    /// `/home/ann/shop (tag web)`, or just the path when there is no tag.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tag.is_empty() {
+            write!(f, "{}", self.path)
+        } else {
+            write!(f, "{} (tag {})", self.path, self.tag)
+        }
+    }
 }
 
 /// A discovery record, exactly the JSON object of PRODUCT.md §4.2.
@@ -197,6 +218,17 @@ pub struct Record {
     pub generation: u64,
     /// Pid of the current server process, when there is one.
     pub child_pid: Option<u32>,
+    /// The server's process group (schema 1.1): published right after the
+    /// spawn, so whoever takes the name after a launcher died by SIGKILL can
+    /// end what is left of the server's tree. `None` before the spawn and in
+    /// records of schema 1.0.
+    #[serde(default)]
+    pub pgid: Option<u32>,
+    /// How long the server may drain after the stop signal before the
+    /// launcher kills it, in milliseconds (schema 1.1); `stop` waits that
+    /// long plus a margin. `None` when unknown.
+    #[serde(default)]
+    pub drain_timeout_ms: Option<u64>,
     /// Path of the instance's control socket, when it has one.
     pub control_socket: Option<String>,
     /// When the instance started: milliseconds since the Unix epoch (UTC).
@@ -242,6 +274,8 @@ impl Record {
             state: State::Starting,
             generation: 1,
             child_pid: None,
+            pgid: None,
+            drain_timeout_ms: None,
             control_socket: None,
             started_at: unix_millis(SystemTime::now()),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -314,6 +348,22 @@ impl Record {
         serde_json::from_value(value).map_err(|e| bad(format!("schema {schema}: {e}")))
     }
 
+    /// Whether this record was published for `key` (path and tag both equal).
+    ///
+    /// A lookup by key must check this: a name can be shared by two keys
+    /// (an explicit name, or a default name cut to fit), and the other key's
+    /// instance is never the answer.
+    pub fn is_for(&self, key: &Key) -> bool {
+        self.key.path == key.path && self.key.tag == key.tag
+    }
+
+    /// Whether one of the record's IP listeners is bound to `port`.
+    pub fn listens_on(&self, port: u16) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| l.port == Some(port) && l.proto != Proto::Unix)
+    }
+
     /// The first IP listener's URL (see [`Listener::url`]).
     pub fn url(&self, scheme: &str) -> Option<String> {
         self.listeners.iter().find_map(|l| l.url(scheme))
@@ -356,6 +406,33 @@ mod tests {
             )],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn records_of_schema_1_0_without_pgid_or_drain_timeout_still_parse() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&sample().to_json().unwrap()).unwrap();
+        v["schema"] = "1.0".into();
+        let object = v.as_object_mut().unwrap();
+        object.remove("pgid");
+        object.remove("drain_timeout_ms");
+        let r = Record::from_json(v.to_string().as_bytes(), Path::new("x")).unwrap();
+        assert_eq!((r.pgid, r.drain_timeout_ms), (None, None));
+        let mut with = sample();
+        with.pgid = Some(4242);
+        with.drain_timeout_ms = Some(30_000);
+        let text = String::from_utf8(with.to_json().unwrap()).unwrap();
+        assert!(text.contains("\"pgid\": 4242"), "{text}");
+        assert!(text.contains("\"drain_timeout_ms\": 30000"), "{text}");
+    }
+
+    #[test]
+    fn a_record_is_for_its_exact_key_only() {
+        let r = sample();
+        assert!(r.is_for(&Key::new(Path::new("/home/ann/shop"), "web")));
+        assert!(!r.is_for(&Key::new(Path::new("/home/ann/shop"), "api")));
+        assert!(!r.is_for(&Key::new(Path::new("/home/ann/shop"), "")));
+        assert!(!r.is_for(&Key::new(Path::new("/home/bob/shop"), "web")));
     }
 
     #[test]

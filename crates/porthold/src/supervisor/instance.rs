@@ -272,6 +272,8 @@ impl StartSteps for RunSteps<'_> {
             listeners,
         )?;
         record.state = RecordState::Starting;
+        record.drain_timeout_ms =
+            Some(u64::try_from(self.options.drain_timeout.as_millis()).unwrap_or(u64::MAX));
         self.publisher.publish(&record)?;
         self.record = Some(record);
         self.env = child_env(
@@ -326,6 +328,14 @@ impl StartSteps for RunSteps<'_> {
         }
         let child = request.spawn()?;
         self.server_group.store(child.pid(), Ordering::SeqCst);
+        // The server leads its own group: record it at once, so whoever takes
+        // the name after this launcher died by SIGKILL can end what is left of
+        // the tree (until then, the parent-death signal covers the child). A
+        // failed republish leaves only that fallback, so it does not fail the start.
+        if let Some(record) = self.record.as_mut() {
+            record.pgid = Some(child.pid());
+            let _ = self.publisher.publish(record);
+        }
         self.stderr_copier = Some(copy_stderr(stderr_read, self.tail.clone()));
         Ok(child)
     }
@@ -601,10 +611,11 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
     // 2. The name.
     discovery::ensure_runtime_dir(&options.runtime_dir)?;
     let instance_id = discovery::new_instance_id()?;
-    let mut publisher = Publisher::acquire_with_retry(
+    let mut publisher = Publisher::acquire_for_key(
         &options.runtime_dir,
         &options.name,
         &instance_id,
+        &options.key,
         discovery::DEFAULT_LOCK_RETRY,
     )?;
     tree::become_subreaper()?;
