@@ -47,6 +47,7 @@ fn the_documented_default_name_is_what_the_library_computes() {
     assert!(record.is_for(&record.key));
     assert_eq!(record.pgid, Some(41240));
     assert_eq!(record.drain_timeout_ms, Some(30_000));
+    assert_eq!(record.status.as_deref(), Some("serving 3 clients"));
 }
 
 #[test]
