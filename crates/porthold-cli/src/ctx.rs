@@ -27,7 +27,6 @@ pub struct Ctx {
     /// `-q`.
     pub quiet: bool,
     /// `-v` count.
-    #[allow(dead_code)] // read by commands that explain themselves
     pub verbose: u8,
     /// `--color`.
     pub color: ColorChoice,
@@ -94,6 +93,9 @@ impl Ctx {
         for (file, owner) in &ctx.project.ignored {
             ctx.warn(porthold::config::untrusted_warning(file, *owner));
         }
+        if ctx.verbose > 0 {
+            ctx.explain_setup();
+        }
         for warning in &ctx.config.warnings {
             ctx.warn(warning);
         }
@@ -148,6 +150,45 @@ impl Ctx {
                 Style::for_stderr(self.color).warning("warning:"),
                 porthold::text::escape(&message)
             );
+        }
+    }
+
+    /// With `-v`: one line on stderr about what porthold does (unless `-q`).
+    pub fn explain(&self, message: impl std::fmt::Display) {
+        if self.verbose == 0 || self.quiet {
+            return;
+        }
+        let message = message.to_string();
+        if self.json {
+            eprintln!("{}", serde_json::json!({ "verbose": message }));
+        } else {
+            eprintln!("porthold: [-v] {}", porthold::text::escape(&message));
+        }
+    }
+
+    /// With `-v`: where the data dir, runtime dir and project come from, and
+    /// which configuration files were read.
+    fn explain_setup(&self) {
+        let data_dir_origin = match &self.config.data_dir {
+            Some(setting) => setting.origin.to_string(),
+            None => "default".to_string(),
+        };
+        self.explain(format!(
+            "data dir {} ({data_dir_origin})",
+            self.data_dir.display()
+        ));
+        self.explain(format!("runtime dir {}", self.runtime_dir.display()));
+        let why = match self.project.source {
+            porthold::key::RootSource::ProjectFile => "holds porthold.toml",
+            porthold::key::RootSource::GitWorkTree => "root of the git work tree",
+            porthold::key::RootSource::WorkingDirectory => "the working directory",
+        };
+        self.explain(format!("project {} ({why})", self.project.dir.display()));
+        if self.config.files.is_empty() {
+            self.explain("configuration: no files, built-in defaults");
+        }
+        for file in &self.config.files {
+            self.explain(format!("configuration read: {}", file.display()));
         }
     }
 

@@ -30,7 +30,13 @@ fn main() -> ExitCode {
         Ok(ctx) => ctx,
         Err(e) => return exit::report(&e, cli.global.json, cli.global.color, &command),
     };
-    match cmd::run(cli.command, &ctx) {
+    let started = std::time::Instant::now();
+    let outcome = cmd::run(cli.command, &ctx);
+    ctx.explain(format!(
+        "`{command}` took {} µs (registry transactions included)",
+        started.elapsed().as_micros()
+    ));
+    match outcome {
         Ok(code) => code,
         Err(e) => exit::report(&e, ctx.json, ctx.color, &command),
     }

@@ -12,7 +12,7 @@ use util::{TestEnv, is_root, porthold_bin};
 #[test]
 fn no_port_inside_the_ephemeral_range_is_handed_out() {
     if !is_root() {
-        eprintln!("skipping: needs root for `unshare -n` (CI runs as root)");
+        porthold::test_hooks::skip("needs root for `unshare -n` (CI runs as root)");
         return;
     }
     if Command::new("unshare")
@@ -21,7 +21,7 @@ fn no_port_inside_the_ephemeral_range_is_handed_out() {
         .map(|s| !s.success())
         .unwrap_or(true)
     {
-        eprintln!("skipping: `unshare -n` is not available here");
+        porthold::test_hooks::skip("`unshare -n` is not available here");
         return;
     }
     let env = TestEnv::new();

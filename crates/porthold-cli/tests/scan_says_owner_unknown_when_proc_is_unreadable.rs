@@ -14,7 +14,7 @@ use util::TestEnv;
 #[test]
 fn a_listener_whose_owner_cannot_be_read_is_owner_unknown() {
     if rustix::process::geteuid().as_raw() != 0 {
-        eprintln!("skipping: needs root to run porthold as another user");
+        porthold::test_hooks::skip("needs root to run porthold as another user");
         return;
     }
     // Bind below the ephemeral range so the scan range is small and ours.

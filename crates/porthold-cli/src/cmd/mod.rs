@@ -89,7 +89,13 @@ impl KeyArgs {
             allow_unrelated_path: self.allow_unrelated_path,
             guard_unrelated: guard,
         };
-        Ok(Key::resolve_in(&request, &ctx.cwd, &ctx.project.dir)?)
+        let key = Key::resolve_in(&request, &ctx.cwd, &ctx.project.dir)?;
+        if key.tag.is_empty() {
+            ctx.explain(format!("key {}", key.path.display()));
+        } else {
+            ctx.explain(format!("key {} (tag {})", key.path.display(), key.tag));
+        }
+        Ok(key)
     }
 }
 
@@ -97,8 +103,15 @@ impl KeyArgs {
 /// context, after checking the data dir's owner and mode.
 pub fn open_registry(ctx: &Ctx) -> anyhow::Result<porthold::registry::Registry> {
     porthold::config::check_data_dir(&ctx.data_dir)?;
-    porthold::registry::Registry::open(&ctx.data_dir, ctx.busy_timeout)
-        .with_context(|| format!("opening the registry in `{}`", shown(&ctx.data_dir)))
+    let started = std::time::Instant::now();
+    let registry = porthold::registry::Registry::open(&ctx.data_dir, ctx.busy_timeout)
+        .with_context(|| format!("opening the registry in `{}`", shown(&ctx.data_dir)))?;
+    ctx.explain(format!(
+        "registry {} opened in {} µs",
+        registry.path().display(),
+        started.elapsed().as_micros()
+    ));
+    Ok(registry)
 }
 
 /// Opens the registry only if it exists.

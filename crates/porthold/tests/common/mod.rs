@@ -171,11 +171,11 @@ pub fn unshare_child(
     name: &str,
 ) -> Option<(Child, Tagged)> {
     if !is_root() {
-        eprintln!("skipped: needs root for unshare -p");
+        porthold::test_hooks::skip("needs root for unshare -p");
         return None;
     }
     if which("unshare").is_none() {
-        eprintln!("skipped: unshare(1) not installed");
+        porthold::test_hooks::skip("unshare(1) not installed");
         return None;
     }
     let probe = Command::new("unshare")
@@ -184,14 +184,14 @@ pub fn unshare_child(
     match probe {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: unshare -p -f --mount-proc failed: {}",
+            porthold::test_hooks::skip(&format!(
+                "unshare -p -f --mount-proc failed: {}",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return None;
         }
         Err(e) => {
-            eprintln!("skipped: cannot run unshare: {e}");
+            porthold::test_hooks::skip(&format!("cannot run unshare: {e}"));
             return None;
         }
     }
