@@ -21,4 +21,4 @@ pub mod supervisor;
 pub mod test_hooks;
 pub mod time;
 
-pub use error::{Error, ErrorKind, Holder, Result};
+pub use error::{Error, ErrorKind, Holder, Result, StorageProblem};
