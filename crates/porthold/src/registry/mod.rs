@@ -1253,3 +1253,42 @@ fn refuse_network_fs(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uniqueness_violation_is_a_conflict_never_corruption() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (port INTEGER UNIQUE); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let e = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        let mapped = db_error(Path::new("/x/registry.sqlite3"), e);
+        assert!(
+            matches!(mapped, Error::ConstraintViolated { .. }),
+            "{mapped:?}"
+        );
+        assert_eq!(mapped.kind(), crate::ErrorKind::Conflict);
+        assert!(!mapped.to_string().contains("corrupt"), "{mapped}");
+    }
+
+    #[test]
+    fn storage_errors_name_the_errno_once() {
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        let mapped = storage_error(Path::new("/x/registry.sqlite3"), "opening the registry", &e);
+        let text = mapped.to_string();
+        assert_eq!(
+            text.to_lowercase().matches("permission denied").count(),
+            1,
+            "{text}"
+        );
+        assert!(matches!(
+            mapped,
+            Error::RegistryUnavailable {
+                problem: StorageProblem::PermissionDenied,
+                ..
+            }
+        ));
+    }
+}
