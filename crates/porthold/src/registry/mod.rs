@@ -7,6 +7,12 @@
 //! bug that let two concurrent callers receive the same port (PRODUCT.md P1);
 //! `UNIQUE(port)` and `UNIQUE(path, tag)` are the second line of defence.
 //!
+//! The one exception is a `reserve` that finds its key and has nothing to
+//! change: it is answered from a read transaction and writes nothing (see
+//! [`LAST_USED_REFRESH_INTERVAL`]); a read that finds it must write starts
+//! over as an IMMEDIATE transaction, so every decision to write is still
+//! made under the write lock.
+//!
 //! The file lives at `<data-dir>/registry.sqlite3`, mode 0600, in WAL mode.
 //! The format is documented in `docs/registry.md`.
 //!
@@ -80,7 +86,8 @@ pub struct Reservation {
     pub task: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: i64,
-    /// Last time `reserve` returned this row, Unix milliseconds.
+    /// Last time `reserve` returned this row, Unix milliseconds, to within
+    /// [`LAST_USED_REFRESH_INTERVAL`] (a fresher value is not rewritten).
     pub last_used_at_ms: i64,
     /// The owning process of a lease; `None` for an ordinary reservation.
     pub lease_pid: Option<u32>,
@@ -281,8 +288,11 @@ impl Registry {
     /// SQLite's locks.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] for a file that is not a SQLite database or cannot be
-    /// read, [`Error::NewerSchema`] for a registry this build may not write,
+    /// [`Error::Corrupt`] for a file that is not a sound SQLite database (or
+    /// is a symlink), [`Error::ForeignDatabase`] for another program's SQLite
+    /// database (left untouched), [`Error::RegistryUnavailable`] when the file
+    /// system refuses (read-only, full, permission denied),
+    /// [`Error::NewerSchema`] for a registry this build may not write,
     /// [`Error::Busy`] when locks are not granted within `busy_timeout`,
     /// [`Error::Invalid`] for a data dir on a network file system.
     pub fn open(data_dir: &Path, busy_timeout: Duration) -> Result<Registry> {
