@@ -16,7 +16,8 @@
 # Keys are the working directory (both tools infer the key from it).
 set -euo pipefail
 trop=${1:-}
-porthold=${2:-$(cd "$(dirname "$0")/.." && pwd)/target/release/porthold}
+[ -n "$trop" ] && [ -x "$trop" ] && trop=$(realpath "$trop")
+porthold=$(realpath "${2:-$(dirname "$0")/../target/release/porthold}")
 rounds=${3:-10}
 reps=${REPS:-20}
 rows=${ROWS:-2000}
@@ -38,15 +39,25 @@ export PORTHOLD_DATA_DIR=$work/porthold-data TROP_DATA_DIR=$work/trop-data
 # The same pool for both: porthold's default, below the ephemeral range.
 export PORTHOLD_POOL=10000-29999 TROP_PORT_MIN=10000 TROP_PORT_MAX=29999
 
-# Mean elapsed seconds of `perf stat -r N CMD...`, run in the current directory.
+# `perf stat -r N CMD...` in the current directory: mean elapsed seconds and
+# mean CPU seconds (task-clock), on one line. CPU time is reported too because
+# a shared machine's load inflates elapsed time more than CPU time.
 elapsed() {
   local n=$1
   shift
-  perf stat -r "$n" -- "$@" 2>&1 >/dev/null | awk '/seconds time elapsed/ { print $1 }'
+  perf stat -r "$n" -e task-clock -- "$@" 2>&1 >/dev/null |
+    awk '/task-clock/ { c = $1; gsub(",", "", c) } /seconds time elapsed/ { e = $1 } END { print e, c / 1000 }'
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ms() { awk '{ printf "%.3f", $1 * 1000 }'; }
+# median FILE COLUMN
+median() { cut -d' ' -f"$2" <"$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ms() { awk -v v="$1" 'BEGIN { printf "%.3f", v * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# row LABEL FILE: a table row with median elapsed and median CPU time.
+row() { echo "| $1 | $(ms "$(median "$2" 1)") ms | $(ms "$(median "$2" 2)") ms |"; }
+# ratios LABEL FILE_A FILE_B GOAL
+ratios() {
+  echo "$1: $(ratio "$(median "$2" 1)" "$(median "$3" 1)") elapsed, $(ratio "$(median "$2" 2)" "$(median "$3" 2)") CPU (goal <= $4)"
+}
 
 echo "# porthold $("$porthold" --version) vs ${trop:-no trop}; $rounds rounds"
 echo
@@ -62,19 +73,15 @@ for _ in $(seq "$rounds"); do
   elapsed "$reps" "$porthold" reserve >>"$work/p1"
   elapsed "$reps" "$porthold" --version >>"$work/v1"
 done
-p1=$(median <"$work/p1"); v1=$(median <"$work/v1")
 echo "## idempotent reserve (existing key, occupancy check on), $rounds x perf stat -r $reps"
-echo "| command | median elapsed |"
-echo "|---|---:|"
-echo "| porthold --version | $(echo "$v1" | ms) ms |"
-echo "| porthold reserve | $(echo "$p1" | ms) ms |"
-if [ -n "$trop" ]; then
-  t1=$(median <"$work/t1")
-  echo "| trop reserve | $(echo "$t1" | ms) ms |"
-  echo
-  echo "porthold / trop: $(ratio "$p1" "$t1") (goal <= 0.5)"
-fi
-echo "porthold reserve / porthold --version: $(ratio "$p1" "$v1") (goal <= 1.6)"
+echo "| command | median elapsed | median CPU |"
+echo "|---|---:|---:|"
+row "porthold --version" "$work/v1"
+row "porthold reserve" "$work/p1"
+[ -n "$trop" ] && row "trop reserve" "$work/t1"
+echo
+[ -n "$trop" ] && ratios "porthold / trop" "$work/p1" "$work/t1" 0.5
+ratios "porthold reserve / porthold --version" "$work/p1" "$work/v1" 1.6
 echo
 
 # 2. New keys: a registry of $rows rows, and an almost empty one (it holds
@@ -96,16 +103,12 @@ for i in $(seq "$runs"); do
   cd "$work/new-empty/$i"
   PORTHOLD_DATA_DIR=$empty elapsed 1 "$porthold" reserve >>"$work/e2"
 done
-p2=$(median <"$work/p2"); e2=$(median <"$work/e2")
 echo "## new-key reserve, median of $runs interleaved single runs"
-echo "| command | median elapsed |"
-echo "|---|---:|"
-echo "| porthold reserve, empty registry | $(echo "$e2" | ms) ms |"
-echo "| porthold reserve, $rows rows | $(echo "$p2" | ms) ms |"
-if [ -n "$trop" ]; then
-  t2=$(median <"$work/t2")
-  echo "| trop reserve, $rows rows | $(echo "$t2" | ms) ms |"
-  echo
-  echo "porthold / trop ($rows rows): $(ratio "$p2" "$t2") (goal <= 0.5)"
-fi
-echo "porthold $rows rows / empty: $(ratio "$p2" "$e2") (goal <= 1.25)"
+echo "| command | median elapsed | median CPU |"
+echo "|---|---:|---:|"
+row "porthold reserve, empty registry" "$work/e2"
+row "porthold reserve, $rows rows" "$work/p2"
+[ -n "$trop" ] && row "trop reserve, $rows rows" "$work/t2"
+echo
+[ -n "$trop" ] && ratios "porthold / trop ($rows rows)" "$work/p2" "$work/t2" 0.5
+ratios "porthold $rows rows / empty" "$work/p2" "$work/e2" 1.25
