@@ -277,7 +277,11 @@ pub struct ListFilter {
 pub struct Registry {
     conn: Connection,
     path: PathBuf,
+    /// `path` with the directories above it resolved: what SQLite opened.
+    real: PathBuf,
     busy_timeout: Duration,
+    /// Whether a write transaction was started (then `Drop` may checkpoint).
+    wrote: bool,
 }
 
 impl Registry {
@@ -367,7 +371,9 @@ impl Registry {
         let mut registry = Registry {
             conn,
             path,
+            real,
             busy_timeout,
+            wrote: false,
         };
         registry
             .conn
@@ -382,11 +388,13 @@ impl Registry {
             .map_err(|e| registry.db_error(e))?;
         // Keep -wal and -shm between processes: without this every process
         // creates both files (fsyncing the directory), and the last one out
-        // unlinks them, so even a read costs two creates and two unlinks.
-        // With it, the last connection still checkpoints on close, and the
-        // size limit of 0 truncates the checkpointed WAL to empty, so the next
-        // process finds nothing to recover and a read-only session writes
-        // nothing but the -shm index (docs/registry.md, "Files").
+        // checkpoints (two fsyncs) and unlinks them, so even a read costs two
+        // creates and two unlinks. Closing does not checkpoint either; a
+        // process that wrote checkpoints and empties the WAL when it is
+        // longer than WAL_TRUNCATE_BYTES (see `Drop`), so most writes cost no
+        // fsync and the next process's WAL recovery reads at most that much.
+        // A read-only session then writes nothing but the -shm index
+        // (docs/registry.md, "Files").
         let mut persist: std::ffi::c_int = 1;
         registry
             .conn
@@ -397,7 +405,10 @@ impl Registry {
             .map_err(|e| registry.db_error(e))?;
         registry
             .conn
-            .query_row("PRAGMA journal_size_limit = 0", [], |_| Ok(()))
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
             .map_err(|e| registry.db_error(e))?;
         registry.prepare()?;
         Ok(registry)
@@ -518,6 +529,7 @@ impl Registry {
     /// miss a duplicate) is refused before anything is written.
     fn begin(&mut self) -> Result<Transaction<'_>> {
         let path = self.path.clone();
+        self.wrote = true;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -702,6 +714,33 @@ impl TxError {
         match self {
             TxError::Refused(e) => e,
             TxError::Db(e) => db_error(path, e),
+        }
+    }
+}
+
+/// A process that wrote checkpoints the WAL into the database and truncates
+/// it to 0 bytes, when closing the registry finds it longer than this (64
+/// pages). Small, so that each new process's WAL recovery (it reads the
+/// whole WAL: recovery forgets what was checkpointed, so a WAL that is only
+/// checkpointed, never emptied, would be copied again by every checkpoint)
+/// stays cheap; large enough that most writes cost no fsync.
+const WAL_TRUNCATE_BYTES: u64 = 64 * 4096;
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if !self.wrote {
+            return;
+        }
+        let mut wal = self.real.clone().into_os_string();
+        wal.push("-wal");
+        if fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES) {
+            // Never wait here: when another process reads or writes, the
+            // checkpoint is skipped and the next writer to close tries again.
+            // A kill during it is safe (SQLite's checkpoint is crash-safe).
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
     }
 }
