@@ -404,6 +404,16 @@ impl Error {
                 "release unused reservations (`porthold list`, `porthold release`) or widen the pool with --pool".into(),
             ),
             Error::Busy { .. } => Some("retry, or raise --busy-timeout".into()),
+            Error::Corrupt { path, .. }
+                if path
+                    .to_str()
+                    .is_some_and(|p| p.ends_with("-wal") || p.ends_with("-shm")) =>
+            {
+                Some(format!(
+                    "remove `{}` (porthold never follows a symlink there); the registry itself was not touched",
+                    path.display()
+                ))
+            }
             Error::Corrupt { path, .. } => Some(format!(
                 "move `{}` aside (it is left untouched) and run `porthold init` to start an empty registry",
                 path.display()
