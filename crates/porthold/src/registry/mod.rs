@@ -719,12 +719,12 @@ impl TxError {
 }
 
 /// A process that wrote checkpoints the WAL into the database and truncates
-/// it to 0 bytes, when closing the registry finds it longer than this (64
-/// pages). Small, so that each new process's WAL recovery (it reads the
+/// it to 0 bytes, when closing the registry finds it longer than this (32
+/// pages, about six new reservations). Small, so that each new process's WAL recovery (it reads the
 /// whole WAL: recovery forgets what was checkpointed, so a WAL that is only
 /// checkpointed, never emptied, would be copied again by every checkpoint)
 /// stays cheap; large enough that most writes cost no fsync.
-const WAL_TRUNCATE_BYTES: u64 = 64 * 4096;
+const WAL_TRUNCATE_BYTES: u64 = 32 * 4096;
 
 impl Drop for Registry {
     fn drop(&mut self) {
