@@ -124,6 +124,10 @@ fn a_symlink_in_place_of_the_registry_or_its_wal_is_refused() {
     std::os::unix::fs::symlink(&elsewhere, env.registry()).unwrap();
     let stderr = fails(&env, &["reserve"], 6);
     assert!(stderr.contains("symlink"), "{stderr}");
+    assert!(
+        !stderr.contains("empty registry"),
+        "the registry behind the symlink is not to be replaced: {stderr}"
+    );
 
     let env = TestEnv::new();
     ok(&env, &["init"]);

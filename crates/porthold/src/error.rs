@@ -414,6 +414,10 @@ impl Error {
                     path.display()
                 ))
             }
+            Error::Corrupt { path, reason } if reason.starts_with("a symlink") => Some(format!(
+                "replace the symlink `{}` with the file it points to (porthold never follows one there); nothing was touched",
+                path.display()
+            )),
             Error::Corrupt { path, .. } => Some(format!(
                 "move `{}` aside (it is left untouched) and run `porthold init` to start an empty registry",
                 path.display()
