@@ -2,7 +2,8 @@
 # Installs the programs some tests use, when they are missing (Debian/Ubuntu,
 # as root): python3 and node (activation interop receivers),
 # systemd-socket-activate (the reference sender), unshare/ip (namespace tests),
-# hyperfine and GNU time (scripts/bench-cli.sh). Tests that need a missing
+# hyperfine and GNU time (scripts/bench-cli.sh), strace (the test that an
+# idempotent reserve writes nothing). Tests that need a missing
 # program skip with a printed reason, so this script is optional locally; CI
 # runs it so those tests really run there.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v node >/dev/null || need+=(nodejs)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
+command -v strace >/dev/null || need+=(strace)
 command -v hyperfine >/dev/null || need+=(hyperfine)
 [ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -eq 0 ]; then

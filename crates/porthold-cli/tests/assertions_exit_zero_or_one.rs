@@ -84,9 +84,9 @@ fn assert_data_dir_checks_existence_and_with_validate_integrity() {
     ok(&env, &["init"]);
     assert_eq!(code(&env, &["assert-data-dir"]), 0);
     assert_eq!(code(&env, &["assert-data-dir", "--validate"]), 0);
-    // A file that is not a database exists but is not valid.
+    // A file that is not a database is not a registry, validated or not.
     std::fs::write(env.registry(), b"this is not sqlite, not at all....").unwrap();
-    assert_eq!(code(&env, &["assert-data-dir"]), 0);
+    assert_eq!(code(&env, &["assert-data-dir"]), 1);
     assert_eq!(code(&env, &["assert-data-dir", "--validate"]), 1);
     assert_eq!(code(&env, &["assert-data-dir", "--validate", "--not"]), 0);
 }

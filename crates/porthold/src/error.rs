@@ -263,6 +263,44 @@ pub enum Error {
         reason: String,
     },
 
+    /// The registry is sound as far as anyone knows, but the file system
+    /// refuses what porthold needs: it is read-only, full, or not accessible
+    /// to this user. Nothing about the registry's content is wrong; the cause
+    /// is named so that the fix is obvious and nobody discards a good file.
+    #[error("registry `{path}` cannot be used: {problem} ({detail})")]
+    RegistryUnavailable {
+        /// The registry file.
+        path: PathBuf,
+        /// What the file system refused.
+        problem: StorageProblem,
+        /// The operating system's or SQLite's words for it.
+        detail: String,
+    },
+
+    /// The file is a SQLite database of another program (its schema version
+    /// is 0 and it holds tables porthold never creates). It is left untouched.
+    #[error(
+        "`{path}` is not a porthold registry: it is another SQLite database (tables: {tables})"
+    )]
+    ForeignDatabase {
+        /// The file.
+        path: PathBuf,
+        /// The tables found, comma-separated.
+        tables: String,
+    },
+
+    /// A write was refused by one of the registry's uniqueness rules
+    /// (`UNIQUE(port)`, `UNIQUE(path, tag)`): the second line of defence
+    /// caught a write that would have duplicated a port or key. Nothing was
+    /// written; the registry is sound.
+    #[error("registry `{path}` refused a write that would break a uniqueness rule: {detail}")]
+    ConstraintViolated {
+        /// The registry file.
+        path: PathBuf,
+        /// SQLite's message (which constraint).
+        detail: String,
+    },
+
     /// A key that an operation would create already exists (e.g. the target of `migrate`).
     #[error("`{path}`{} is already reserved (port {port})", tag_suffix(tag))]
     KeyExists {
@@ -290,6 +328,32 @@ pub enum Error {
     /// A handoff step failed (a protocol violation, a lost peer, a deadline).
     #[error(transparent)]
     Handoff(#[from] crate::handoff::HandoffError),
+}
+
+/// What the file system refused, for [`Error::RegistryUnavailable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StorageProblem {
+    /// The file system is mounted read-only, or the directory or a file is
+    /// immutable (`chattr +i`).
+    ReadOnly,
+    /// No space (or quota) left on the file system.
+    DiskFull,
+    /// This user may not read or write the registry or its directory.
+    PermissionDenied,
+    /// Another I/O failure of the operating system.
+    Io,
+}
+
+impl fmt::Display for StorageProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StorageProblem::ReadOnly => "its file system or directory is read-only",
+            StorageProblem::DiskFull => "no space is left on its file system",
+            StorageProblem::PermissionDenied => "permission denied",
+            StorageProblem::Io => "an I/O error occurred",
+        })
+    }
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -352,6 +416,8 @@ impl Error {
             Error::DataDirLocked { .. } => ErrorKind::Busy,
             Error::Frame(_) => ErrorKind::Corrupt,
             Error::Handoff(e) => e.kind(),
+            Error::RegistryUnavailable { .. } | Error::ForeignDatabase { .. } => ErrorKind::Corrupt,
+            Error::ConstraintViolated { .. } => ErrorKind::Conflict,
         }
     }
 
@@ -379,6 +445,20 @@ impl Error {
                 "release unused reservations (`porthold list`, `porthold release`) or widen the pool with --pool".into(),
             ),
             Error::Busy { .. } => Some("retry, or raise --busy-timeout".into()),
+            Error::Corrupt { path, .. }
+                if path
+                    .to_str()
+                    .is_some_and(|p| p.ends_with("-wal") || p.ends_with("-shm")) =>
+            {
+                Some(format!(
+                    "remove `{}` (porthold never follows a symlink there); the registry itself was not touched",
+                    path.display()
+                ))
+            }
+            Error::Corrupt { path, reason } if reason.starts_with("a symlink") => Some(format!(
+                "replace the symlink `{}` with the file it points to (porthold never follows one there); nothing was touched",
+                path.display()
+            )),
             Error::Corrupt { path, .. } => Some(format!(
                 "move `{}` aside (it is left untouched) and run `porthold init` to start an empty registry",
                 path.display()
@@ -400,6 +480,30 @@ impl Error {
                 "another generation of this server still runs on that state directory; stop it first".into(),
             ),
             Error::Frame(_) | Error::Handoff(_) => None,
+            Error::RegistryUnavailable { path, problem, .. } => {
+                let dir = path.parent().unwrap_or(path).display();
+                Some(match problem {
+                    StorageProblem::ReadOnly => format!(
+                        "the registry is intact; make `{dir}` writable again (remount its file system read-write, or `chattr -i` the directory and files) and retry"
+                    ),
+                    StorageProblem::DiskFull => format!(
+                        "the registry is intact (the failed change was rolled back); free space on the file system holding `{dir}` and retry"
+                    ),
+                    StorageProblem::PermissionDenied => format!(
+                        "the registry is intact; run porthold as the user who owns `{dir}`, or fix the ownership and permissions of the directory and its files"
+                    ),
+                    StorageProblem::Io => format!(
+                        "check the disk holding `{dir}` (dmesg) and retry; keep the registry file, nothing says its content is damaged"
+                    ),
+                })
+            }
+            Error::ForeignDatabase { path, .. } => Some(format!(
+                "porthold left `{}` untouched; point --data-dir (PORTHOLD_DATA_DIR) at another directory, or move the file aside and run `porthold init`",
+                path.display()
+            )),
+            Error::ConstraintViolated { .. } => Some(
+                "another porthold changed the same key or port at the same moment; nothing was written, retry".into(),
+            ),
         }
     }
 

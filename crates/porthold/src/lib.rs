@@ -24,4 +24,4 @@ pub mod test_hooks;
 pub mod text;
 pub mod time;
 
-pub use error::{Error, ErrorKind, Holder, Result};
+pub use error::{Error, ErrorKind, Holder, Result, StorageProblem};

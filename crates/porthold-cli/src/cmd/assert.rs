@@ -7,7 +7,6 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use porthold::ErrorKind;
 
 use super::{KeyArgs, open_existing_registry, print_json};
 use crate::ctx::Ctx;
@@ -108,21 +107,30 @@ pub fn run_port(args: AssertPortArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 
 /// Runs `assert-data-dir`.
 pub fn run_data_dir(args: AssertDataDirArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let file = ctx.data_dir.join(porthold::registry::FILE_NAME);
-    let mut holds = file.is_file();
+    let mut holds = porthold::registry::Registry::exists_in(&ctx.data_dir);
     let mut what = format!("`{}` holds a registry", ctx.data_dir.display());
     if holds && args.validate {
         what.push_str(" that is valid");
-        match porthold::registry::Registry::open_existing(&ctx.data_dir, ctx.busy_timeout) {
-            Ok(Some(registry)) => {
-                let problems = registry.check_integrity()?;
+        let checked = porthold::registry::Registry::open_existing(&ctx.data_dir, ctx.busy_timeout)
+            .and_then(|registry| match registry {
+                Some(registry) => registry.check_integrity(),
+                None => Ok(vec!["the registry vanished".into()]),
+            });
+        match checked {
+            Ok(problems) => {
                 for problem in &problems {
                     ctx.note(format!("integrity: {problem}"));
                 }
                 holds = problems.is_empty();
             }
-            Ok(None) => holds = false,
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
+            // The answer "not a valid registry"; a registry that cannot be
+            // read at all (permission denied, busy) is not an answer and keeps
+            // its own exit code.
+            Err(
+                e @ (porthold::Error::Corrupt { .. }
+                | porthold::Error::ForeignDatabase { .. }
+                | porthold::Error::NewerSchema { .. }),
+            ) => {
                 ctx.note(e.to_string());
                 holds = false;
             }

@@ -97,9 +97,14 @@ pub(crate) fn mark_released(conn: &Connection, port: u16, now_ms: i64) -> rusqli
 /// Loads the exclusions as sorted, merged ranges (there are few of them).
 pub(crate) fn exclusions(conn: &Connection) -> rusqlite::Result<Vec<PortRange>> {
     let mut stmt = conn.prepare_cached("SELECT start, end FROM exclusions")?;
-    let ranges = stmt
+    // A row that cannot be read is an error (corruption must surface), not
+    // an exclusion silently skipped.
+    let rows = stmt
         .query_map([], |row| Ok((row.get::<_, u16>(0)?, row.get::<_, u16>(1)?)))?
-        .filter_map(|r| r.ok().and_then(|(s, e)| PortRange::new(s, e)))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let ranges = rows
+        .into_iter()
+        .filter_map(|(s, e)| PortRange::new(s, e))
         .collect();
     Ok(crate::net::kernel::normalize(ranges))
 }

@@ -169,15 +169,16 @@ impl Registry {
     /// [`Error::Busy`], [`Error::Corrupt`].
     pub fn clean(&mut self, policy: &CleanPolicy, dry_run: bool) -> Result<Vec<Cleaned>> {
         let path = self.path.clone();
-        let tx = self.begin()?;
+        // A dry run only reads: a read transaction takes no write lock, so it
+        // answers even while another process holds one.
+        let tx = if dry_run {
+            self.begin_read()?
+        } else {
+            self.begin()?
+        };
         let cleaned = clean_in_tx(&tx, policy, crate::time::now_ms(), dry_run)
             .map_err(|e| db_error(&path, e))?;
-        if dry_run {
-            // Nothing was written; end the transaction without committing.
-            drop(tx);
-        } else {
-            tx.commit().map_err(|e| db_error(&path, e))?;
-        }
+        tx.commit().map_err(|e| db_error(&path, e))?;
         Ok(cleaned)
     }
 
@@ -196,6 +197,11 @@ impl Registry {
     ) -> Result<(ReserveOutcome, Vec<Cleaned>)> {
         let db_path = self.path.clone();
         let key_path = path_text(&request.key.path)?;
+        // A key that exists never exhausts the pool: the idempotent case needs
+        // no autoclean, and no write.
+        if let Some(outcome) = self.reserve_by_reading(request, &key_path, probe)? {
+            return Ok((outcome, Vec::new()));
+        }
         let tx = self.begin()?;
         let run = || -> std::result::Result<(ReserveOutcome, Vec<Cleaned>), TxError> {
             tx.execute_batch("SAVEPOINT first_attempt")?;

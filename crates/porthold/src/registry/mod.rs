@@ -7,6 +7,12 @@
 //! bug that let two concurrent callers receive the same port (PRODUCT.md P1);
 //! `UNIQUE(port)` and `UNIQUE(path, tag)` are the second line of defence.
 //!
+//! The one exception is a `reserve` that finds its key and has nothing to
+//! change: it is answered from a read transaction and writes nothing (see
+//! [`LAST_USED_REFRESH_INTERVAL`]); a read that finds it must write starts
+//! over as an IMMEDIATE transaction, so every decision to write is still
+//! made under the write lock.
+//!
 //! The file lives at `<data-dir>/registry.sqlite3`, mode 0600, in WAL mode.
 //! The format is documented in `docs/registry.md`.
 //!
@@ -46,7 +52,7 @@ use rusqlite::{
 };
 use serde::Serialize;
 
-use crate::error::{Error, Holder, Result};
+use crate::error::{Error, Holder, Result, StorageProblem};
 use crate::key::Key;
 use crate::net::{KernelPorts, Occupancy, OccupancyProbe};
 use crate::pool::Pool;
@@ -80,7 +86,8 @@ pub struct Reservation {
     pub task: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: i64,
-    /// Last time `reserve` returned this row, Unix milliseconds.
+    /// Last time `reserve` returned this row, Unix milliseconds, to within
+    /// [`LAST_USED_REFRESH_INTERVAL`] (a fresher value is not rewritten).
     pub last_used_at_ms: i64,
     /// The owning process of a lease; `None` for an ordinary reservation.
     pub lease_pid: Option<u32>,
@@ -270,7 +277,11 @@ pub struct ListFilter {
 pub struct Registry {
     conn: Connection,
     path: PathBuf,
+    /// `path` with the directories above it resolved: what SQLite opened.
+    real: PathBuf,
     busy_timeout: Duration,
+    /// Whether a write transaction was started (then `Drop` may checkpoint).
+    wrote: bool,
 }
 
 impl Registry {
@@ -281,20 +292,26 @@ impl Registry {
     /// SQLite's locks.
     ///
     /// # Errors
-    /// [`Error::Corrupt`] for a file that is not a SQLite database or cannot be
-    /// read, [`Error::NewerSchema`] for a registry this build may not write,
+    /// [`Error::Corrupt`] for a file that is not a sound SQLite database (or
+    /// is a symlink), [`Error::ForeignDatabase`] for another program's SQLite
+    /// database (left untouched), [`Error::RegistryUnavailable`] when the file
+    /// system refuses (read-only, full, permission denied),
+    /// [`Error::NewerSchema`] for a registry this build may not write,
     /// [`Error::Busy`] when locks are not granted within `busy_timeout`,
     /// [`Error::Invalid`] for a data dir on a network file system.
     pub fn open(data_dir: &Path, busy_timeout: Duration) -> Result<Registry> {
+        let path = data_dir.join(FILE_NAME);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(data_dir)
-            .map_err(|e| Error::io(format!("creating data dir `{}`", data_dir.display()), e))?;
+            .map_err(|e| storage_error(&path, "creating the data dir", &e))?;
         refuse_network_fs(data_dir)?;
-        let path = data_dir.join(FILE_NAME);
+        let real = real_path(data_dir, &path)?;
         // Create the file ourselves so it is 0600 from its first instant;
-        // SQLite gives its -wal and -shm files the same mode.
+        // SQLite gives its -wal and -shm files the same mode. O_NOFOLLOW: a
+        // symlink in place of the registry itself is refused (the directories
+        // above it may be symlinks; `real` has them resolved).
         fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -302,9 +319,9 @@ impl Registry {
             .truncate(false)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| corrupt(&path, format!("cannot open: {e}")))?;
-        Self::open_file(path, busy_timeout)
+            .open(&real)
+            .map_err(|e| open_error(&path, &e))?;
+        Self::open_file(path, real, busy_timeout)
     }
 
     /// Opens the registry in `data_dir` only if it exists; `Ok(None)` otherwise.
@@ -315,25 +332,48 @@ impl Registry {
     pub fn open_existing(data_dir: &Path, busy_timeout: Duration) -> Result<Option<Registry>> {
         let path = data_dir.join(FILE_NAME);
         match fs::symlink_metadata(&path) {
-            Ok(_) => Self::open_file(path, busy_timeout).map(Some),
+            Ok(_) => {
+                let real = real_path(data_dir, &path)?;
+                Self::open_file(path, real, busy_timeout).map(Some)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(corrupt(&path, format!("cannot stat: {e}"))),
+            Err(e) => Err(open_error(&path, &e)),
         }
     }
 
-    fn open_file(path: PathBuf, busy_timeout: Duration) -> Result<Registry> {
-        check_header(&path)?;
+    /// `path` is the registry as the user named it (for messages), `real` the
+    /// same file with every symlinked directory above it resolved. SQLite
+    /// opens `real` with `SQLITE_OPEN_NOFOLLOW`, which refuses a symlink in
+    /// *any* component of the name it is given: on the resolved name that
+    /// leaves only the registry file itself (and its -wal and -shm, checked
+    /// here too), so a data dir reached through a symlinked `$HOME` works.
+    fn open_file(path: PathBuf, real: PathBuf, busy_timeout: Duration) -> Result<Registry> {
+        check_header(&path, &real)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = real.clone().into_os_string();
+            side.push(suffix);
+            if fs::symlink_metadata(&side).is_ok_and(|m| !m.is_file()) {
+                let mut shown = path.clone().into_os_string();
+                shown.push(suffix);
+                return Err(corrupt(
+                    &PathBuf::from(shown),
+                    "not a regular file (porthold never follows a symlink here)".into(),
+                ));
+            }
+        }
         let conn = Connection::open_with_flags(
-            &path,
+            &real,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
-        .map_err(|e| corrupt(&path, format!("cannot open: {e}")))?;
+        .map_err(|e| db_error(&path, e))?;
         let mut registry = Registry {
             conn,
             path,
+            real,
             busy_timeout,
+            wrote: false,
         };
         registry
             .conn
@@ -346,6 +386,30 @@ impl Registry {
             .conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| registry.db_error(e))?;
+        // Keep -wal and -shm between processes: without this every process
+        // creates both files (fsyncing the directory), and the last one out
+        // checkpoints (two fsyncs) and unlinks them, so even a read costs two
+        // creates and two unlinks. Closing does not checkpoint either; a
+        // process that wrote checkpoints and empties the WAL when it is
+        // longer than WAL_TRUNCATE_BYTES (see `Drop`), so most writes cost no
+        // fsync and the next process's WAL recovery reads at most that much.
+        // A read-only session then writes nothing but the -shm index
+        // (docs/registry.md, "Files").
+        let mut persist: std::ffi::c_int = 1;
+        registry
+            .conn
+            .file_control(
+                Some(rusqlite::MAIN_DB),
+                rusqlite::FileControl::PersistWal(&mut persist),
+            )
+            .map_err(|e| registry.db_error(e))?;
+        registry
+            .conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(|e| registry.db_error(e))?;
         registry.prepare()?;
         Ok(registry)
     }
@@ -355,11 +419,14 @@ impl Registry {
     /// change its bytes.
     fn prepare(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.busy_timeout;
-        let version = self.retry_busy(deadline, schema::user_version)?;
+        let (version, foreign) = self.retry_busy(deadline, schema::version_and_objects)?;
         self.check_version(version)?;
         if version >= schema::CURRENT_VERSION {
             return Ok(());
         }
+        // Version 0 with objects in it is some other program's database:
+        // refuse before the switch to WAL, which would rewrite its header.
+        self.refuse_foreign(version, foreign)?;
         let mode: String = self.retry_busy(deadline, |conn| {
             conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
         })?;
@@ -370,14 +437,33 @@ impl Registry {
             })?;
         }
         let path = self.path.clone();
-        let tx = self.begin()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
         // Re-read under the write lock: another process may have migrated
         // between our first look and now.
-        let version = schema::user_version(&tx).map_err(|e| db_error(&path, e))?;
+        let (version, foreign) =
+            schema::version_and_objects(&tx).map_err(|e| db_error(&path, e))?;
+        if version == 0
+            && let Some(tables) = foreign
+        {
+            return Err(Error::ForeignDatabase { path, tables });
+        }
         if version < schema::CURRENT_VERSION {
             schema::migrate(&tx, version).map_err(|e| db_error(&path, e))?;
         }
         tx.commit().map_err(|e| db_error(&path, e))
+    }
+
+    fn refuse_foreign(&self, version: i64, objects: Option<String>) -> Result<()> {
+        match objects {
+            Some(tables) if version == 0 => Err(Error::ForeignDatabase {
+                path: self.path.clone(),
+                tables,
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn check_version(&self, version: i64) -> Result<()> {
@@ -414,15 +500,50 @@ impl Registry {
         }
     }
 
+    /// Whether `data_dir` holds something that can be a registry: a regular
+    /// file (not a symlink) that starts with the SQLite header. Reads 16
+    /// bytes and opens nothing else; `assert-data-dir` without `--validate`.
+    pub fn exists_in(data_dir: &Path) -> bool {
+        let Ok(mut file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(data_dir.join(FILE_NAME))
+        else {
+            return false;
+        };
+        let mut header = [0u8; 16];
+        file.metadata().is_ok_and(|m| m.is_file())
+            && file.read_exact(&mut header).is_ok()
+            && &header == SQLITE_HEADER
+    }
+
     /// The registry file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Starts a write: `BEGIN IMMEDIATE`, then, when the last full check is
+    /// older than [`INTEGRITY_CHECK_INTERVAL`], `PRAGMA integrity_check`
+    /// under the write lock. A damaged index (which SQLite reports only when
+    /// a lookup happens to trip over it, and which can make `UNIQUE(port)`
+    /// miss a duplicate) is refused before anything is written.
     fn begin(&mut self) -> Result<Transaction<'_>> {
         let path = self.path.clone();
-        self.conn
+        self.wrote = true;
+        let tx = self
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
+        scheduled_integrity_check(&tx, &path)?;
+        Ok(tx)
+    }
+
+    /// Starts a read (`BEGIN DEFERRED`): one consistent snapshot, no write
+    /// lock, so it never waits for writers and writers never wait for it.
+    fn begin_read(&mut self) -> Result<Transaction<'_>> {
+        let path = self.path.clone();
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(|e| db_error(&path, e))
     }
 
@@ -444,12 +565,59 @@ impl Registry {
     ) -> Result<ReserveOutcome> {
         let path = self.path.clone();
         let key_path = path_text(&request.key.path)?;
+        if let Some(outcome) = self.reserve_by_reading(request, &key_path, probe)? {
+            return Ok(outcome);
+        }
         let tx = self.begin()?;
         let outcome =
             reserve_in_tx(&tx, request, &key_path, probe).map_err(|e| e.into_error(&path))?;
         crate::test_hooks::pause("reserve.before-commit");
         tx.commit().map_err(|e| db_error(&path, e))?;
         Ok(outcome)
+    }
+
+    /// The idempotent `reserve`: the key exists, nothing was asked that would
+    /// change it, and its last-used time is fresher than
+    /// [`LAST_USED_REFRESH_INTERVAL`]. Answered from a read transaction, so it
+    /// takes no write lock and writes nothing. `Ok(None)` means a write is
+    /// needed; the caller then starts over in an IMMEDIATE transaction (a
+    /// read transaction cannot safely become a write one: SQLite answers the
+    /// upgrade with `SQLITE_BUSY_SNAPSHOT` when another process committed in
+    /// between, and the busy handler does not retry that).
+    pub(crate) fn reserve_by_reading(
+        &mut self,
+        request: &ReserveRequest,
+        key_path: &str,
+        probe: Option<&dyn OccupancyProbe>,
+    ) -> Result<Option<ReserveOutcome>> {
+        let path = self.path.clone();
+        let existing = {
+            let tx = self.begin_read()?;
+            let existing =
+                find_by_key(&tx, key_path, &request.key.tag).map_err(|e| db_error(&path, e))?;
+            tx.commit().map_err(|e| db_error(&path, e))?;
+            existing
+        };
+        let Some(existing) = existing else {
+            return Ok(None);
+        };
+        if !answers_without_write(&existing, request, crate::time::now_ms()) {
+            return Ok(None);
+        }
+        let mut notes = Vec::new();
+        if let Some(p) = probe
+            && p.probe(existing.port) == Occupancy::Busy
+        {
+            notes.push(ReserveNote::InUse {
+                port: existing.port,
+                owner: p.owner(existing.port),
+            });
+        }
+        Ok(Some(ReserveOutcome {
+            reservation: existing,
+            created: false,
+            notes,
+        }))
     }
 
     /// Removes reservations (and leases); returns what was removed.
@@ -548,6 +716,104 @@ impl TxError {
             TxError::Db(e) => db_error(path, e),
         }
     }
+}
+
+/// A process that wrote checkpoints the WAL into the database and truncates
+/// it to 0 bytes, when closing the registry finds it longer than this (32
+/// pages, about six new reservations). Small, so that each new process's WAL recovery (it reads the
+/// whole WAL: recovery forgets what was checkpointed, so a WAL that is only
+/// checkpointed, never emptied, would be copied again by every checkpoint)
+/// stays cheap; large enough that most writes cost no fsync.
+const WAL_TRUNCATE_BYTES: u64 = 32 * 4096;
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if !self.wrote {
+            return;
+        }
+        let mut wal = self.real.clone().into_os_string();
+        wal.push("-wal");
+        if fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES) {
+            // Never wait here: when another process reads or writes, the
+            // checkpoint is skipped and the next writer to close tries again.
+            // A kill during it is safe (SQLite's checkpoint is crash-safe).
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let _ = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+}
+
+/// `reserve` refreshes a key's last-used time only when it is older than
+/// this, so that asking again for a port already held writes nothing.
+/// `expire` and `autoclean` count in days (30 by default): an hour of
+/// imprecision cannot change what they remove in practice.
+pub const LAST_USED_REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How often a write runs the full `PRAGMA integrity_check` first (recorded
+/// in `meta.integrity_checked_at`). It reads the whole file (about 1 ms for
+/// 2,000 rows), so once a day keeps `reserve` fast on average.
+pub const INTEGRITY_CHECK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether `request` would leave `existing` exactly as it is.
+fn answers_without_write(existing: &Reservation, request: &ReserveRequest, now_ms: i64) -> bool {
+    let unchanged = |current: &Option<String>, requested: &Option<String>| {
+        requested.is_none() || requested == current
+    };
+    let age = now_ms.saturating_sub(existing.last_used_at_ms);
+    !request.reassign
+        && request.port.is_none_or(|p| p == existing.port)
+        && unchanged(&existing.project, &request.project)
+        && unchanged(&existing.task, &request.task)
+        && (0..millis(LAST_USED_REFRESH_INTERVAL)).contains(&age)
+}
+
+/// Runs `PRAGMA integrity_check` when the last one is older than
+/// [`INTEGRITY_CHECK_INTERVAL`] (or in the future: a clock set back), inside
+/// the caller's write transaction, and records when it passed.
+fn scheduled_integrity_check(conn: &Connection, path: &Path) -> Result<()> {
+    let now = crate::time::now_ms();
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'integrity_checked_at'",
+            [],
+            |row| row.get::<_, String>(0),
+        )
+        .optional()
+        .map_err(|e| db_error(path, e))?
+        .and_then(|v| v.parse().ok());
+    if last.is_some_and(|t| (0..millis(INTEGRITY_CHECK_INTERVAL)).contains(&(now - t))) {
+        return Ok(());
+    }
+    let problems = integrity_problems(conn).map_err(|e| db_error(path, e))?;
+    if !problems.is_empty() {
+        return Err(corrupt(
+            path,
+            format!("integrity check failed: {}", problems.join("; ")),
+        ));
+    }
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('integrity_checked_at', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [now.to_string()],
+    )
+    .map_err(|e| db_error(path, e))?;
+    Ok(())
+}
+
+/// `PRAGMA integrity_check` (not `quick_check`, which does not compare
+/// indexes with their tables and says `ok` on a damaged port index): an
+/// empty list when the file is sound, else SQLite's findings (at most 20).
+pub(crate) fn integrity_problems(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check(20)")?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    let lines = rows.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(lines.into_iter().filter(|l| l != "ok").collect())
 }
 
 fn find_by_key(conn: &Connection, path: &str, tag: &str) -> rusqlite::Result<Option<Reservation>> {
@@ -834,8 +1100,28 @@ fn corrupt(path: &Path, reason: String) -> Error {
     }
 }
 
-/// Maps a SQLite failure to the error a user can act on.
+/// `SQLITE_CANTOPEN_SYMLINK`: `SQLITE_OPEN_NOFOLLOW` met a symlink.
+const SQLITE_CANTOPEN_SYMLINK: std::ffi::c_int = 14 | (6 << 8);
+
+/// Maps a SQLite failure to the error a user can act on. Only what says the
+/// file is not a sound registry is `Corrupt`; a file system that refuses
+/// (read-only, full, not ours) is `RegistryUnavailable` naming the cause, and
+/// a uniqueness rule that caught a write is `ConstraintViolated`.
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
+    let detail = e.to_string();
+    let unavailable = |problem| Error::RegistryUnavailable {
+        path: path.to_path_buf(),
+        problem,
+        detail: detail.clone(),
+    };
+    if let rusqlite::Error::SqliteFailure(failure, _) = &e
+        && failure.extended_code == SQLITE_CANTOPEN_SYMLINK
+    {
+        return corrupt(
+            path,
+            "a symlink (porthold never follows one in place of the registry)".into(),
+        );
+    }
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
             what: format!("registry `{}`", path.display()),
@@ -843,21 +1129,128 @@ fn db_error(path: &Path, e: rusqlite::Error) -> Error {
         },
         Some(ErrorCode::NotADatabase) => corrupt(path, "not a SQLite database".into()),
         Some(ErrorCode::DatabaseCorrupt) => corrupt(path, format!("database corrupt: {e}")),
-        _ => corrupt(path, e.to_string()),
+        Some(ErrorCode::ConstraintViolation) => Error::ConstraintViolated {
+            path: path.to_path_buf(),
+            detail,
+        },
+        Some(ErrorCode::DiskFull) => unavailable(StorageProblem::DiskFull),
+        Some(ErrorCode::ReadOnly) => {
+            unavailable(diagnose_storage(path).unwrap_or(StorageProblem::ReadOnly))
+        }
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => unavailable(diagnose_storage(path).unwrap_or(StorageProblem::Io)),
+        _ => corrupt(path, detail),
     }
+}
+
+/// An I/O failure of porthold's own file operations on the registry.
+fn storage_error(path: &Path, doing: &str, e: &std::io::Error) -> Error {
+    let problem = match e.raw_os_error() {
+        Some(libc::EROFS | libc::EPERM) => StorageProblem::ReadOnly,
+        Some(libc::EACCES) => StorageProblem::PermissionDenied,
+        Some(libc::ENOSPC | libc::EDQUOT) => StorageProblem::DiskFull,
+        _ => diagnose_storage(path).unwrap_or(StorageProblem::Io),
+    };
+    // The io::Error's own text would repeat the problem ("permission denied
+    // (Permission denied (os error 13))"): name the step and the errno only.
+    let detail = match e.raw_os_error() {
+        Some(code) => format!("{doing}: os error {code}"),
+        None => format!("{doing}: {e}"),
+    };
+    Error::RegistryUnavailable {
+        path: path.to_path_buf(),
+        problem,
+        detail,
+    }
+}
+
+/// Opening the registry file failed.
+fn open_error(path: &Path, e: &std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => corrupt(
+            path,
+            "a symlink (porthold never follows one in place of the registry)".into(),
+        ),
+        _ => storage_error(path, "opening the registry", e),
+    }
+}
+
+/// After SQLite reported an I/O-ish failure without saying why, asks the
+/// file system: a read-only mount, an immutable file or directory, a
+/// permission this user lacks, or no space left. `None` when nothing is
+/// visibly wrong.
+fn diagnose_storage(path: &Path) -> Option<StorageProblem> {
+    use rustix::fs::{Access, AtFlags, CWD, IFlags, StatVfsMountFlags};
+    let dir = path.parent()?;
+    let vfs = rustix::fs::statvfs(dir).ok();
+    if vfs
+        .as_ref()
+        .is_some_and(|v| v.f_flag.contains(StatVfsMountFlags::RDONLY))
+    {
+        return Some(StorageProblem::ReadOnly);
+    }
+    let side = |suffix: &str| {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let files = [path.to_path_buf(), side("-wal"), side("-shm")];
+    let existing: Vec<&PathBuf> = files.iter().filter(|p| p.exists()).collect();
+    let mut immutable = false;
+    for p in std::iter::once(&dir.to_path_buf()).chain(existing.iter().copied()) {
+        if let Ok(file) = fs::File::open(p)
+            && rustix::fs::ioctl_getflags(&file)
+                .is_ok_and(|f| f.intersects(IFlags::IMMUTABLE | IFlags::APPEND))
+        {
+            immutable = true;
+        }
+    }
+    if immutable {
+        return Some(StorageProblem::ReadOnly);
+    }
+    let checks = std::iter::once((dir, Access::WRITE_OK | Access::EXEC_OK)).chain(
+        existing
+            .iter()
+            .map(|p| (p.as_path(), Access::READ_OK | Access::WRITE_OK)),
+    );
+    for (p, mode) in checks {
+        match rustix::fs::accessat(CWD, p, mode, AtFlags::EACCESS) {
+            Err(rustix::io::Errno::ROFS | rustix::io::Errno::PERM) => {
+                return Some(StorageProblem::ReadOnly);
+            }
+            Err(rustix::io::Errno::ACCESS) => return Some(StorageProblem::PermissionDenied),
+            _ => {}
+        }
+    }
+    if let Some(v) = vfs {
+        // Root may use the blocks reserved for it; others only f_bavail.
+        let blocks = if rustix::process::geteuid().is_root() {
+            v.f_bfree
+        } else {
+            v.f_bavail
+        };
+        if blocks.saturating_mul(v.f_frsize) < 64 * 1024 || v.f_favail == 0 {
+            return Some(StorageProblem::DiskFull);
+        }
+    }
+    None
 }
 
 /// Refuses to touch a file that is neither empty nor a SQLite database, so
 /// that nothing (not even SQLite's recovery) writes to it.
-fn check_header(path: &Path) -> Result<()> {
+fn check_header(path: &Path, real: &Path) -> Result<()> {
     let mut file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| corrupt(path, format!("cannot open: {e}")))?;
+        .open(real)
+        .map_err(|e| open_error(path, &e))?;
     let meta = file
         .metadata()
-        .map_err(|e| corrupt(path, format!("cannot stat: {e}")))?;
+        .map_err(|e| storage_error(path, "reading the registry's metadata", &e))?;
     if !meta.is_file() {
         return Err(corrupt(path, "not a regular file".into()));
     }
@@ -867,8 +1260,20 @@ fn check_header(path: &Path) -> Result<()> {
     let mut header = [0u8; 16];
     match file.read_exact(&mut header) {
         Ok(()) if &header == SQLITE_HEADER => Ok(()),
-        Ok(()) | Err(_) => Err(corrupt(path, "not a SQLite database (bad header)".into())),
+        Ok(()) => Err(corrupt(path, "not a SQLite database (bad header)".into())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(corrupt(path, "not a SQLite database (bad header)".into()))
+        }
+        Err(e) => Err(storage_error(path, "reading the registry", &e)),
     }
+}
+
+/// The registry's path with every symlinked directory above it resolved
+/// (the file itself is not resolved: a symlink there is refused).
+fn real_path(data_dir: &Path, path: &Path) -> Result<PathBuf> {
+    let dir = fs::canonicalize(data_dir)
+        .map_err(|e| storage_error(path, "resolving the data dir", &e))?;
+    Ok(dir.join(FILE_NAME))
 }
 
 /// SQLite's locking and WAL need a local file system; NFS and SMB break both.
@@ -896,4 +1301,43 @@ fn refuse_network_fs(dir: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uniqueness_violation_is_a_conflict_never_corruption() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (port INTEGER UNIQUE); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let e = conn.execute("INSERT INTO t VALUES (1)", []).unwrap_err();
+        let mapped = db_error(Path::new("/x/registry.sqlite3"), e);
+        assert!(
+            matches!(mapped, Error::ConstraintViolated { .. }),
+            "{mapped:?}"
+        );
+        assert_eq!(mapped.kind(), crate::ErrorKind::Conflict);
+        assert!(!mapped.to_string().contains("corrupt"), "{mapped}");
+    }
+
+    #[test]
+    fn storage_errors_name_the_errno_once() {
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        let mapped = storage_error(Path::new("/x/registry.sqlite3"), "opening the registry", &e);
+        let text = mapped.to_string();
+        assert_eq!(
+            text.to_lowercase().matches("permission denied").count(),
+            1,
+            "{text}"
+        );
+        assert!(matches!(
+            mapped,
+            Error::RegistryUnavailable {
+                problem: StorageProblem::PermissionDenied,
+                ..
+            }
+        ));
+    }
 }

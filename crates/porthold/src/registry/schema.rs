@@ -65,9 +65,26 @@ CREATE TABLE exclusions (
 CREATE INDEX exclusions_by_start ON exclusions (start);
 "#;
 
-/// Reads `PRAGMA user_version`.
-pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+/// Reads `PRAGMA user_version` and, when it is 0, the names of every schema
+/// object (tables, indexes, views, triggers; `None` when there are none).
+/// Version and objects come from one statement, so from the same snapshot: a
+/// concurrent first migration is seen either wholly or not at all (a version
+/// other than 0 needs no objects, and a migration never lowers it).
+pub(crate) fn version_and_objects(conn: &Connection) -> rusqlite::Result<(i64, Option<String>)> {
+    // The common case, a registry at a known version, needs only the pragma
+    // (parsing the statement below costs as much as the rest of the open).
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version != 0 {
+        return Ok((version, None));
+    }
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version),
+                (SELECT group_concat(name, ', ') FROM
+                    (SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+                     ORDER BY name))",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
 }
 
 /// Reads `meta.min_writer_version` of a registry newer than this build, if it declares one.
