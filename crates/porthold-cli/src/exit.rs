@@ -113,6 +113,26 @@ pub fn hint_for(command: &str, err: &porthold::Error) -> Option<String> {
     Some(hint)
 }
 
+/// A reservation note as `command` says it: the library's text names no flag,
+/// so the flag that acts on the note is added here, only where `command` has it.
+pub fn note_for(command: &str, note: &porthold::registry::ReserveNote) -> String {
+    use porthold::registry::ReserveNote;
+    match note {
+        ReserveNote::InUse { .. } if command == "reserve" => {
+            format!("{note} (use --reassign to move the key)")
+        }
+        ReserveNote::InUse { .. } => {
+            format!("{note} (`porthold reserve --reassign` moves the key to a free port)")
+        }
+        ReserveNote::FellBack {
+            requested, holder, ..
+        } if command == "reserve" => {
+            format!("port {requested} is {holder}; --or-any chose another port")
+        }
+        _ => note.to_string(),
+    }
+}
+
 /// Prints `err` on stderr (human or `--json`) and returns its exit code.
 pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice, command: &str) -> ExitCode {
     let lib = library_error(err);

@@ -426,25 +426,25 @@ impl Error {
         match self {
             Error::Invalid { hint, .. } => hint.clone(),
             Error::UnrelatedPath { .. } => {
-                Some("pass --allow-unrelated-path if you really mean that path".into())
+                Some("give a path inside the working directory's tree, or confirm that one".into())
             }
             Error::PortTaken { holder: Holder::Excluded, .. } => {
                 Some("pick another port, or remove the exclusion".into())
             }
             Error::PortTaken { .. } => {
-                Some("use --or-any to accept another port, or pick a different one".into())
+                Some("pick a different port, or accept another one".into())
             }
             Error::KeyHoldsOtherPort { .. } => {
-                Some("use --force to move the key to the requested port".into())
+                Some("release the key first, or ask for the port it holds".into())
             }
-            Error::StickyLabel { .. } => Some("use --force to change it".into()),
+            Error::StickyLabel { .. } => Some("labels are sticky: changing one must be forced".into()),
             Error::NameTaken { .. } => {
-                Some("stop it first (`porthold stop --name NAME`) or choose another --name".into())
+                Some("stop the running instance first, or choose another name".into())
             }
             Error::PoolExhausted { .. } => Some(
-                "release unused reservations (`porthold list`, `porthold release`) or widen the pool with --pool".into(),
+                "release unused reservations (`porthold list`, `porthold release`) or widen the pool (`[pool] range`, PORTHOLD_POOL)".into(),
             ),
-            Error::Busy { .. } => Some("retry, or raise --busy-timeout".into()),
+            Error::Busy { .. } => Some("retry, or wait longer".into()),
             Error::Corrupt { path, .. }
                 if path
                     .to_str()
@@ -498,7 +498,7 @@ impl Error {
                 })
             }
             Error::ForeignDatabase { path, .. } => Some(format!(
-                "porthold left `{}` untouched; point --data-dir (PORTHOLD_DATA_DIR) at another directory, or move the file aside and run `porthold init`",
+                "porthold left `{}` untouched; point the data dir (PORTHOLD_DATA_DIR) at another directory, or move the file aside and run `porthold init`",
                 path.display()
             )),
             Error::ConstraintViolated { .. } => Some(
@@ -520,6 +520,101 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library serves Rust callers too: its hints name no command-line
+    /// flag (the CLI adds those, per command, where the command has them).
+    #[test]
+    fn library_hints_name_no_command_line_flag() {
+        let p = || PathBuf::from("/srv/shop");
+        let errors = vec![
+            Error::UnrelatedPath {
+                path: p(),
+                cwd: p(),
+            },
+            Error::PortTaken {
+                port: 10000,
+                holder: Holder::Reservation {
+                    path: p(),
+                    tag: "web".into(),
+                },
+            },
+            Error::PortTaken {
+                port: 10000,
+                holder: Holder::Excluded,
+            },
+            Error::KeyHoldsOtherPort {
+                path: p(),
+                tag: String::new(),
+                held: 1,
+                requested: 2,
+            },
+            Error::StickyLabel {
+                field: "project",
+                current: "a".into(),
+                requested: "b".into(),
+            },
+            Error::NameTaken {
+                name: "shop".into(),
+                pid: Some(1),
+                instance_id: None,
+                held_by: None,
+                wanted: None,
+            },
+            Error::PoolExhausted {
+                pool: "10000-10001".into(),
+                skipped_occupied: 0,
+            },
+            Error::Busy {
+                what: "registry /x".into(),
+                detail: "waited".into(),
+            },
+            Error::Corrupt {
+                path: p(),
+                reason: "bad header".into(),
+            },
+            Error::NewerSchema {
+                path: p(),
+                found: 9,
+                supported: 1,
+            },
+            Error::RegistryUnavailable {
+                path: p(),
+                problem: StorageProblem::DiskFull,
+                detail: "full".into(),
+            },
+            Error::ForeignDatabase {
+                path: p(),
+                tables: "t".into(),
+            },
+            Error::ConstraintViolated {
+                path: p(),
+                detail: "UNIQUE".into(),
+            },
+            Error::KeyExists {
+                path: p(),
+                tag: String::new(),
+                port: 1,
+            },
+            Error::BadRecord {
+                path: p(),
+                reason: "symlink".into(),
+            },
+            Error::DataDirLocked { dir: p() },
+        ];
+        for error in errors {
+            if let Some(hint) = error.hint() {
+                let flag = hint
+                    .split(|c: char| c.is_whitespace() || matches!(c, '(' | '`' | ','))
+                    .find(|word| word.starts_with("--"));
+                assert!(flag.is_none(), "{error:?} hints {flag:?}: {hint}");
+            }
         }
     }
 }

@@ -96,7 +96,7 @@ impl Pool {
                             kernel.ephemeral
                         ),
                         Some(
-                            "narrow net.ipv4.ip_local_port_range (sysctl), or give a pool with --pool / PORTHOLD_POOL"
+                            "narrow net.ipv4.ip_local_port_range (sysctl), or configure a pool (`[pool] range`, PORTHOLD_POOL)"
                                 .into(),
                         ),
                     ));

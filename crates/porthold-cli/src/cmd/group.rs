@@ -193,7 +193,7 @@ pub(crate) fn reserve_project_group(
     }
     for (_, member) in &outcome.members {
         for note in &member.notes {
-            ctx.warn(note);
+            ctx.warn(crate::exit::note_for("reserve-group", note));
         }
     }
     Ok((outcome, cleaned))

@@ -81,10 +81,11 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         registry.reserve_with_autoclean(&request, probe, &policy)?
     };
     let key = &request.key;
-    let notes: Vec<_> = outcome
+    let notes: Vec<String> = outcome
         .notes
         .iter()
         .filter(|note| !super::instances::note_is_about_own_instance(ctx, key, note))
+        .map(|note| crate::exit::note_for("reserve", note))
         .collect();
     for note in &notes {
         ctx.warn(note);
@@ -101,11 +102,7 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if ctx.json {
         let mut value = reservation_json(&outcome.reservation);
         value["created"] = outcome.created.into();
-        value["notes"] = notes
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .into();
+        value["notes"] = notes.clone().into();
         value["cleaned"] = cleaned
             .iter()
             .map(super::clean::cleaned_json)

@@ -273,7 +273,7 @@ fn reserve(
     let outcome = registry.reserve(&request, Some(&SystemProbe))?;
     for note in &outcome.notes {
         if !super::instances::note_is_about_own_instance(ctx, key, note) {
-            ctx.warn(note);
+            ctx.warn(crate::exit::note_for("run", note));
         }
     }
     Ok(outcome.reservation.port)

@@ -666,7 +666,7 @@ fn substitute_one(arg: &[u8], ports: &[(String, u16)]) -> Result<Vec<u8>> {
             let port = ports.first().map(|(_, p)| *p).ok_or_else(|| {
                 Error::invalid(
                     "`{port}` is used but no socket has a port",
-                    Some("add a tcp:// or udp:// --listen".into()),
+                    Some("add a tcp:// or udp:// listener".into()),
                 )
             })?;
             (port, 1)

@@ -540,7 +540,10 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
     if !meta.is_dir() {
         return Err(Error::invalid(
             format!("the data dir `{shown}` is not a directory"),
-            Some("pass --data-dir with a directory, or move that file away".into()),
+            Some(
+                "point the data dir (PORTHOLD_DATA_DIR) at a directory, or move that file away"
+                    .into(),
+            ),
         ));
     }
     let me = rustix::process::geteuid().as_raw();
@@ -551,7 +554,7 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
                 meta.uid()
             ),
             Some(format!(
-                "use a data dir of your own (--data-dir), or `chown {me} '{shown}'`"
+                "use a data dir of your own (PORTHOLD_DATA_DIR), or `chown {me} '{shown}'`"
             )),
         ));
     }

@@ -211,17 +211,14 @@ impl std::fmt::Display for ReserveNote {
                 owner: Some((pid, comm)),
             } => write!(
                 f,
-                "port {port} is in use by pid {pid} ({comm}); keeping the reservation (use --reassign to move the key)"
+                "port {port} is in use by pid {pid} ({comm}); keeping the reservation"
             ),
             ReserveNote::InUse { port, owner: None } => write!(
                 f,
-                "port {port} is in use by another process; keeping the reservation (use --reassign to move the key)"
+                "port {port} is in use by another process; keeping the reservation"
             ),
             ReserveNote::FellBack { requested, holder } => {
-                write!(
-                    f,
-                    "port {requested} is {holder}; --or-any chose another port"
-                )
+                write!(f, "port {requested} is {holder}; another port was chosen")
             }
             ReserveNote::Ephemeral { port } => write!(
                 f,
@@ -1125,7 +1122,7 @@ fn db_error(path: &Path, e: rusqlite::Error) -> Error {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
             what: format!("registry `{}`", path.display()),
-            detail: "another porthold held the write lock for longer than --busy-timeout".into(),
+            detail: "another porthold held the write lock for longer than the busy timeout".into(),
         },
         Some(ErrorCode::NotADatabase) => corrupt(path, "not a SQLite database".into()),
         Some(ErrorCode::DatabaseCorrupt) => corrupt(path, format!("database corrupt: {e}")),
@@ -1297,7 +1294,7 @@ fn refuse_network_fs(dir: &Path) -> Result<()> {
     {
         return Err(Error::invalid(
             format!("data dir `{}` is on a network file system", dir.display()),
-            Some("SQLite locks and WAL are unreliable there; point --data-dir (PORTHOLD_DATA_DIR) at a local disk".into()),
+            Some("SQLite locks and WAL are unreliable there; point the data dir (PORTHOLD_DATA_DIR) at a local disk".into()),
         ));
     }
     Ok(())
