@@ -133,13 +133,32 @@ pub fn note_for(command: &str, note: &porthold::registry::ReserveNote) -> String
     }
 }
 
+/// The error and its causes, outermost first, joined by `: `. A cause whose
+/// text the message already ends with is said once: library errors such as
+/// `Error::Io` print their source in their own text, and anyhow's `{:#}`
+/// would repeat it ("Permission denied (os error 13): Permission denied (os error 13)").
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 /// Prints `err` on stderr (human or `--json`) and returns its exit code.
 pub fn report(err: &anyhow::Error, json: bool, color: ColorChoice, command: &str) -> ExitCode {
     let lib = library_error(err);
     let kind = lib.map_or(ErrorKind::Usage, porthold::Error::kind);
     let code = code_for(kind);
     let hint = lib.and_then(|e| hint_for(command, e));
-    let message = format!("{err:#}");
+    let message = chain_text(err);
     let (message, hint) = if json {
         // JSON escapes control characters itself.
         (message, hint)
@@ -219,6 +238,16 @@ mod tests {
         for (kind, code) in table {
             assert_eq!(code_for(kind), code, "{kind}");
         }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(13);
+        let err =
+            anyhow::Error::new(porthold::Error::io("reading `/x`", io)).context("while listing");
+        let text = chain_text(&err);
+        assert_eq!(text.matches("os error 13").count(), 1, "{text}");
+        assert!(text.starts_with("while listing: reading `/x`: "), "{text}");
     }
 
     #[test]

@@ -162,3 +162,46 @@ fn a_port_taken_by_another_key_fails_run_with_hints_that_work_for_run() {
     );
     assert!(err.contains("--ephemeral"), "{err}");
 }
+
+#[test]
+fn a_services_listen_spec_without_a_port_or_with_the_placeholder_binds_the_reserved_port() {
+    let env = TestEnv::new();
+    write_project(
+        &env,
+        r#"
+[services.web]
+port = 27441
+listen = ["web=tcp://127.0.0.1:{port}"]
+
+[services.api]
+port = 27442
+listen = ["api=tcp://127.0.0.1"]
+"#,
+    );
+    for (tag, port) in [("web", "27441"), ("api", "27442")] {
+        // The server prints the port of the socket it was handed (fd 3's name
+        // and the PORT variable come from what porthold really bound).
+        let (code, lines, err) = run_env(&env, &["--tag", tag], &["PORT", "LISTEN_FDNAMES"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(lines, [port, tag], "{tag}: {err}");
+    }
+}
+
+#[test]
+fn two_listen_specs_with_one_name_are_a_usage_error() {
+    let env = TestEnv::new();
+    let stderr = fails(
+        &env,
+        &[
+            "run",
+            "--listen",
+            "web=tcp://127.0.0.1:0",
+            "--listen",
+            "web=tcp://127.0.0.1:0",
+            "--",
+            "true",
+        ],
+        2,
+    );
+    assert!(stderr.contains("web"), "{stderr}");
+}
