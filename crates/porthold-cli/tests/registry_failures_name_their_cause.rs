@@ -468,10 +468,13 @@ fn permission_denied_is_named_once_with_a_fitting_hint() {
     }
     let env = TestEnv::new();
     ok(&env, &["init"]);
-    // Let uid 65534 reach the data dir (0700, root's) and the project.
+    // Let uid 65534 reach the data dir and the project. The data dir becomes
+    // theirs (so porthold's owner check of the data dir passes), while the
+    // registry files in it stay root's 0600: opening them is what is denied.
     let mut perms = std::fs::metadata(env.dir.path()).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(env.dir.path(), perms).unwrap();
+    std::os::unix::fs::chown(env.data_dir(), Some(65534), Some(65534)).unwrap();
     let before = registry_files(&env);
     for args in [&["reserve"][..], &["list"]] {
         let output = env
