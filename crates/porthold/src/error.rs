@@ -282,6 +282,25 @@ pub enum Error {
     /// A handoff step failed (a protocol violation, a lost peer, a deadline).
     #[error(transparent)]
     Handoff(#[from] crate::handoff::HandoffError),
+
+    /// A Unix socket path does not fit in `sun_path` (107 bytes and a NUL).
+    #[error("socket path `{path}` is {len} bytes long; a Unix socket path may have at most {max}")]
+    SocketPathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest path that fits.
+        max: usize,
+    },
+
+    /// A control-socket peer broke the protocol: a reply with another id or
+    /// version, a message that is not a reply, or the server's own protocol error.
+    #[error("control protocol error: {reason}")]
+    ControlProtocol {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 fn tag_suffix(tag: &str) -> String {
@@ -331,6 +350,8 @@ impl Error {
             Error::DataDirLocked { .. } => ErrorKind::Busy,
             Error::Frame(_) => ErrorKind::Corrupt,
             Error::Handoff(e) => e.kind(),
+            Error::SocketPathTooLong { .. } => ErrorKind::Usage,
+            Error::ControlProtocol { .. } => ErrorKind::Corrupt,
         }
     }
 
@@ -379,6 +400,10 @@ impl Error {
                 "another generation of this server still runs on that state directory; stop it first".into(),
             ),
             Error::Frame(_) | Error::Handoff(_) => None,
+            Error::SocketPathTooLong { .. } => {
+                Some("use a shorter runtime directory or instance name".into())
+            }
+            Error::ControlProtocol { .. } => None,
         }
     }
 
