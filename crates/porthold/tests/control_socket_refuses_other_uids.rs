@@ -65,6 +65,8 @@ fn a_peer_with_another_uid_is_refused_and_the_next_peer_is_served() {
 
     let stop = server.shutdown_handle();
     std::thread::scope(|s| {
+        // A failed assertion must end the serve loop too, or the scope would wait forever.
+        let _stop_on_unwind = StopOnDrop(stop.clone());
         let serving = s.spawn(|| server.serve(&handler));
         let output = Command::new(&exe)
             .args(["foreign_peer_role", "--exact", "--nocapture", "--test-threads=1", "-q"])
@@ -93,4 +95,12 @@ fn a_peer_with_another_uid_is_refused_and_the_next_peer_is_served() {
         stop.shutdown();
         serving.join().unwrap().unwrap();
     });
+}
+
+struct StopOnDrop(porthold::control::ShutdownHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
