@@ -94,7 +94,11 @@ fn each_malformed_session_is_closed_and_the_next_connection_is_served() {
     let mut wrong_version = Request::Status.to_frame("v2").unwrap();
     wrong_version.v = 2;
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-        ("length over the cap", (MAX_FRAME + 1).to_be_bytes().to_vec(), false),
+        (
+            "length over the cap",
+            (MAX_FRAME + 1).to_be_bytes().to_vec(),
+            false,
+        ),
         ("truncated frame", good[..good.len() - 3].to_vec(), true),
         ("truncated prefix", vec![0, 0], true),
         ("garbage JSON", framed(b"{nope"), false),
@@ -102,11 +106,23 @@ fn each_malformed_session_is_closed_and_the_next_connection_is_served() {
         ("another version", wrong_version.encode().unwrap(), false),
         (
             "a reply sent as a request",
-            Response::Reloaded { pid: 1 }.to_frame("r").unwrap().encode().unwrap(),
+            Response::Reloaded { pid: 1 }
+                .to_frame("r")
+                .unwrap()
+                .encode()
+                .unwrap(),
             false,
         ),
-        ("an unknown message", framed(br#"{"v":1,"id":"u","msg":{"type":"self_destruct"}}"#), false),
-        ("no request id", framed(br#"{"v":1,"msg":{"type":"status"}}"#), false),
+        (
+            "an unknown message",
+            framed(br#"{"v":1,"id":"u","msg":{"type":"self_destruct"}}"#),
+            false,
+        ),
+        (
+            "no request id",
+            framed(br#"{"v":1,"msg":{"type":"status"}}"#),
+            false,
+        ),
     ];
     let stop = server.shutdown_handle();
     std::thread::scope(|s| {
@@ -114,7 +130,11 @@ fn each_malformed_session_is_closed_and_the_next_connection_is_served() {
         let serving = s.spawn(|| server.serve(&handler));
         for (i, (what, bytes, half_close)) in cases.iter().enumerate() {
             let frames = exchange(&path, bytes, *half_close);
-            assert_eq!(frames.len(), 1, "{what}: expected one protocol error, got {frames:?}");
+            assert_eq!(
+                frames.len(),
+                1,
+                "{what}: expected one protocol error, got {frames:?}"
+            );
             assert!(is_protocol_error(&frames[0]), "{what}: {frames:?}");
             assert_eq!(server.stats().protocol_errors, i as u64 + 1, "{what}");
             status_works(&path);
@@ -143,7 +163,11 @@ fn a_client_sees_protocol_errors_and_foreign_ids_as_typed_errors() {
     let path = dir.path().join("fake.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let replies = [
-        Response::ProtocolError { reason: "no".into() }.to_frame("x").unwrap(),
+        Response::ProtocolError {
+            reason: "no".into(),
+        }
+        .to_frame("x")
+        .unwrap(),
         Response::InProgress.to_frame("someone-else").unwrap(),
     ];
     std::thread::scope(|s| {
@@ -158,7 +182,10 @@ fn a_client_sees_protocol_errors_and_foreign_ids_as_typed_errors() {
         for _ in &replies {
             let mut client = ControlClient::connect(&path).unwrap();
             let got = client.request(&Request::Status, WAIT);
-            assert!(matches!(got, Err(porthold::Error::ControlProtocol { .. })), "{got:?}");
+            assert!(
+                matches!(got, Err(porthold::Error::ControlProtocol { .. })),
+                "{got:?}"
+            );
         }
     });
 }
@@ -231,7 +258,10 @@ fn a_second_reload_during_a_slow_one_hears_in_progress() {
         let mut second = ControlClient::connect(path).unwrap();
         assert_eq!(second.request(request, WAIT).unwrap(), Response::InProgress);
         // The same session goes on serving requests.
-        assert!(matches!(second.request(&Request::Status, WAIT).unwrap(), Response::Status { .. }));
+        assert!(matches!(
+            second.request(&Request::Status, WAIT).unwrap(),
+            Response::Status { .. }
+        ));
         release_tx.send(()).unwrap();
         assert_eq!(first.join().unwrap(), Response::Reloaded { pid: 4242 });
         assert_eq!(calls.load(Ordering::SeqCst), 3);

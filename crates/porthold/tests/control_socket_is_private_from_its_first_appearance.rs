@@ -64,7 +64,10 @@ fn no_watcher_ever_sees_a_socket_mode_other_than_0600() {
         bad.len(),
         &bad[..bad.len().min(3)]
     );
-    assert!(seen >= 50, "the watcher saw only {seen} sockets in {binds} binds");
+    assert!(
+        seen >= 50,
+        "the watcher saw only {seen} sockets in {binds} binds"
+    );
     eprintln!("{binds} binds, {seen} sightings, all 0600");
 }
 
@@ -99,14 +102,22 @@ fn a_path_too_long_for_sun_path_is_a_typed_error_naming_it() {
             assert_eq!(max, MAX_SOCKET_PATH);
             assert_eq!(path, dir.path().join(format!("{name}.sock")));
             assert!(
-                Error::SocketPathTooLong { path: path.clone(), len, max }
-                    .to_string()
-                    .contains(&path.display().to_string())
+                Error::SocketPathTooLong {
+                    path: path.clone(),
+                    len,
+                    max
+                }
+                .to_string()
+                .contains(&path.display().to_string())
             );
         }
         other => panic!("expected SocketPathTooLong, got {other:?}"),
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing was created"
+    );
     // One byte shorter fits exactly.
     let fits = &name[1..];
     let server = ControlServer::bind(dir.path(), fits).unwrap();
@@ -125,7 +136,10 @@ fn drop_removes_its_own_socket_but_not_a_successors() {
     // A successor replaces the (from its view, stale) socket at the same path.
     let new = ControlServer::bind(dir.path(), "web").unwrap();
     drop(old);
-    assert!(path.exists(), "the successor's socket must survive the old server's drop");
+    assert!(
+        path.exists(),
+        "the successor's socket must survive the old server's drop"
+    );
     assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
     drop(new);
     assert!(!path.exists());
@@ -136,7 +150,10 @@ fn names_that_are_not_plain_file_names_are_invalid() {
     let dir = private_dir();
     for name in ["", ".hidden", "a/b", "a\0b"] {
         assert!(
-            matches!(ControlServer::bind(dir.path(), name), Err(Error::Invalid { .. })),
+            matches!(
+                ControlServer::bind(dir.path(), name),
+                Err(Error::Invalid { .. })
+            ),
             "{name:?}"
         );
     }

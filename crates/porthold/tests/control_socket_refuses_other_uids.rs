@@ -69,26 +69,45 @@ fn a_peer_with_another_uid_is_refused_and_the_next_peer_is_served() {
         let _stop_on_unwind = StopOnDrop(stop.clone());
         let serving = s.spawn(|| server.serve(&handler));
         let output = Command::new(&exe)
-            .args(["foreign_peer_role", "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .args([
+                "foreign_peer_role",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
             .env(ROLE, &path)
             .uid(NOBODY)
             .gid(NOBODY)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "peer failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "peer failed: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let line = stdout
             .lines()
             .find(|l| l.starts_with("outcome: "))
             .unwrap_or_else(|| panic!("no outcome from the peer: {stdout}"));
         eprintln!("foreign peer: {line}");
-        assert!(line.starts_with("outcome: refused"), "the foreign peer was served: {line}");
-        assert_eq!(handled.load(Ordering::SeqCst), 0, "the foreign request reached the handler");
+        assert!(
+            line.starts_with("outcome: refused"),
+            "the foreign peer was served: {line}"
+        );
+        assert_eq!(
+            handled.load(Ordering::SeqCst),
+            0,
+            "the foreign request reached the handler"
+        );
         assert_eq!(server.stats().refused_peers, 1);
 
         // The loop is alive and serves a peer of its own uid.
         let mut client = ControlClient::connect(&path).unwrap();
-        let reply = client.request(&Request::Status, Duration::from_secs(10)).unwrap();
+        let reply = client
+            .request(&Request::Status, Duration::from_secs(10))
+            .unwrap();
         assert!(matches!(reply, Response::Status { .. }), "{reply:?}");
         assert_eq!(handled.load(Ordering::SeqCst), 1);
         drop(client);
