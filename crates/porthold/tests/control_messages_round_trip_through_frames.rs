@@ -67,3 +67,27 @@ proptest! {
         prop_assert_eq!(got, response);
     }
 }
+
+/// The example session in docs/control.md parses: requests and replies alternate.
+#[test]
+fn the_documented_session_parses() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/control.md"
+    ))
+    .unwrap();
+    let start = doc.find("```jsonl\n").expect("a ```jsonl block") + "```jsonl\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let lines: Vec<&str> = doc[start..end]
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for pair in lines.chunks(2) {
+        let request: porthold::control::frame::Frame = serde_json::from_str(pair[0]).unwrap();
+        let reply: porthold::control::frame::Frame = serde_json::from_str(pair[1]).unwrap();
+        let (request_id, _) = Request::from_frame(&request).unwrap();
+        let (reply_id, _) = Response::from_frame(&reply).unwrap();
+        assert_eq!(request_id, reply_id);
+    }
+}
