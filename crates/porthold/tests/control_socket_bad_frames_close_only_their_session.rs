@@ -251,7 +251,7 @@ fn a_second_reload_during_a_slow_one_hears_in_progress() {
         let request = &request;
         let path = &path;
         let first = s.spawn(move || {
-            let mut client = ControlClient::connect(&path).unwrap();
+            let mut client = ControlClient::connect(path).unwrap();
             client.request(request, WAIT).unwrap()
         });
         started_rx.recv_timeout(WAIT).unwrap();

@@ -9,7 +9,7 @@
 //! - [`request`]: the typed messages ([`Request`], [`Response`]);
 //! - [`server`]: [`ControlServer`], bound at mode 0600 before it is visible,
 //!   checking each peer's uid, calling the embedder's [`Handler`];
-//! - [`client`]: [`ControlClient`].
+//! - [`client`]: the [`ControlClient`].
 //!
 //! The format is described in `docs/control.md`.
 //!
