@@ -87,7 +87,7 @@ fn handler(request: Request) -> Response {
 
 #[test]
 fn each_malformed_session_is_closed_and_the_next_connection_is_served() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let server = ControlServer::bind(dir.path(), "web").unwrap();
     let path = server.path().to_owned();
     let good = Request::Status.to_frame("one").unwrap().encode().unwrap();
@@ -159,7 +159,7 @@ fn each_malformed_session_is_closed_and_the_next_connection_is_served() {
 /// `Error::ControlProtocol` (a hand-written server plays the other side).
 #[test]
 fn a_client_sees_protocol_errors_and_foreign_ids_as_typed_errors() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let path = dir.path().join("fake.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let replies = [
@@ -192,7 +192,7 @@ fn a_client_sees_protocol_errors_and_foreign_ids_as_typed_errors() {
 
 #[test]
 fn a_silent_peer_is_cut_off_without_holding_up_others() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let mut server = ControlServer::bind(dir.path(), "web").unwrap();
     server.set_session_timeout(Duration::from_millis(300));
     let path = server.path().to_owned();
@@ -216,7 +216,7 @@ fn a_silent_peer_is_cut_off_without_holding_up_others() {
 
 #[test]
 fn a_second_reload_during_a_slow_one_hears_in_progress() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let server = ControlServer::bind(dir.path(), "web").unwrap();
     let path = server.path().to_owned();
     let running = AtomicBool::new(false);
@@ -266,4 +266,12 @@ fn a_second_reload_during_a_slow_one_hears_in_progress() {
         assert_eq!(first.join().unwrap(), Response::Reloaded { pid: 4242 });
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     });
+}
+
+/// A runtime directory as `discovery::ensure_runtime_dir` makes it: 0700.
+fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }

@@ -1,7 +1,8 @@
 //! The control socket is mode 0600 from the moment any name for it exists in
-//! the runtime directory (the temporary name included), its path length is
-//! checked before anything is created, and dropping the server removes the
-//! socket it created but not a successor's.
+//! the runtime directory (the temporary name included), it is created only in
+//! a private directory, its path length is checked before anything is
+//! created, and dropping the server removes the socket it created but not a
+//! successor's.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -188,4 +189,30 @@ fn bind_cost() {
         samples[samples.len() - 1].as_secs_f64() * 1e6,
     );
     let _ = Path::new("");
+}
+
+#[test]
+fn a_runtime_directory_others_can_enter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [0o755, 0o770, 0o701] {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        assert!(
+            matches!(
+                ControlServer::bind(dir.path(), "web"),
+                Err(Error::Invalid { .. })
+            ),
+            "{mode:o}"
+        );
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = dir.path().join("link");
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(matches!(
+        ControlServer::bind(&link, "web"),
+        Err(Error::Invalid { .. })
+    ));
+    assert!(ControlServer::bind(&real, "web").is_ok());
 }

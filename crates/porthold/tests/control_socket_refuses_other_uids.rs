@@ -40,7 +40,7 @@ fn a_peer_with_another_uid_is_refused_and_the_next_peer_is_served() {
         porthold::test_hooks::skip("needs root to start a peer with another uid");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let handled = AtomicU64::new(0);
     let handler = |request: Request| {
         handled.fetch_add(1, Ordering::SeqCst);
@@ -122,4 +122,12 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.shutdown();
     }
+}
+
+/// A runtime directory as `discovery::ensure_runtime_dir` makes it: 0700.
+fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
 }

@@ -134,6 +134,35 @@ pub fn check_socket_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The bind-to-temp-then-rename sequence is safe only where nobody else can
+/// add, replace or remove names: a directory of ours that group and others
+/// cannot touch (what `discovery::ensure_runtime_dir` creates).
+fn check_private_dir(dir: &Path) -> Result<()> {
+    let stat = rustix::fs::lstat(dir).map_err(|e| {
+        Error::io(
+            format!("inspecting runtime directory {}", dir.display()),
+            e.into(),
+        )
+    })?;
+    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    let why = if kind != rustix::fs::FileType::Directory {
+        "is not a directory (or is a symbolic link)"
+    } else if stat.st_uid != rustix::process::geteuid().as_raw() {
+        "is owned by another user"
+    } else if stat.st_mode & 0o077 != 0 {
+        "is accessible to group or others"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        format!(
+            "runtime directory `{}` {why}; refusing to create a control socket in it",
+            dir.display()
+        ),
+        Some("use a private runtime directory (mode 0700, owned by you)".into()),
+    ))
+}
+
 /// Characters for temporary names; a name taken (a stale temp) moves to the next.
 const TEMP_SUFFIXES: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
@@ -143,7 +172,8 @@ impl ControlServer {
     /// caller holds the instance's name lock.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a name that is not a plain file name,
+    /// [`Error::Invalid`] for a name that is not a plain file name or a
+    /// runtime directory that is not private (ours, mode 0700 or stricter),
     /// [`Error::SocketPathTooLong`] when the path does not fit in `sun_path`,
     /// [`Error::Io`] when creating, binding or renaming fails.
     pub fn bind(runtime_dir: &Path, name: &str) -> Result<ControlServer> {
@@ -155,6 +185,7 @@ impl ControlServer {
                 None,
             ));
         }
+        check_private_dir(runtime_dir)?;
         let path = runtime_dir.join(format!("{name}.sock"));
         // The temporary name `.<name>.<c>` is two bytes shorter than
         // `<name>.sock`, so checking the public path covers both.
