@@ -275,3 +275,33 @@ fn private_dir() -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
 }
+
+#[test]
+fn a_panicking_handler_ends_its_session_only() {
+    let dir = private_dir();
+    let server = ControlServer::bind(dir.path(), "web").unwrap();
+    let path = server.path().to_owned();
+    let panicky = |request: Request| -> Response {
+        if let Request::Reload { timeout_ms: 1, .. } = request {
+            panic!("handler bug (expected by this test)");
+        }
+        handler(request)
+    };
+    let stop = server.shutdown_handle();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(stop.clone());
+        let serving = s.spawn(|| server.serve(&panicky));
+        let mut client = ControlClient::connect(&path).unwrap();
+        let got = client.request(
+            &Request::Reload {
+                check: None,
+                timeout_ms: 1,
+            },
+            WAIT,
+        );
+        assert!(matches!(got, Err(porthold::Error::Frame(_))), "{got:?}");
+        status_works(&path);
+        stop.shutdown();
+        serving.join().unwrap().unwrap();
+    });
+}

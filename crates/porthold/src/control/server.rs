@@ -416,7 +416,13 @@ impl ControlServer {
                 return;
             }
             counters.requests.fetch_add(1, Ordering::Relaxed);
-            let response = handler.handle(request);
+            // A panicking handler ends this session, not the serve loop (a
+            // panicked scoped thread would make `serve` panic at shutdown).
+            let Ok(response) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
+            else {
+                return;
+            };
             let sent = match response.to_frame(&id).and_then(|f| f.encode().map(|_| f)) {
                 Ok(frame) => send_frame(&stream, &frame),
                 Err(e) => {
