@@ -1,12 +1,15 @@
 //! Arbitrary bytes into the frame decoder, in arbitrary chunks; every frame
 //! that decodes goes to the handoff message parser and through both sides'
-//! state machines, and re-encodes to a frame that decodes the same.
+//! state machines, to the control-socket request and reply parsers (whatever
+//! parses re-encodes and parses back the same), and re-encodes to a frame
+//! that decodes the same.
 #![no_main]
 
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use porthold::control::frame::{Frame, FrameDecoder, MAX_FRAME};
+use porthold::control::{Request, Response};
 use porthold::handoff::{GenerationSession, Message, Role, SupervisorSession};
 
 fuzz_target!(|data: &[u8]| {
@@ -47,6 +50,14 @@ fn check(
     if let Ok(msg) = Message::from_frame(frame) {
         let again = Frame::new(frame.v, frame.id.as_deref(), &msg).expect("message serialises");
         assert_eq!(Message::from_frame(&again).expect("re-parses"), msg);
+    }
+    if let Ok((id, request)) = Request::from_frame(frame) {
+        let again = request.to_frame(&id).expect("request serialises");
+        assert_eq!(Request::from_frame(&again).expect("re-parses"), (id, request));
+    }
+    if let Ok((id, response)) = Response::from_frame(frame) {
+        let again = response.to_frame(&id).expect("reply serialises");
+        assert_eq!(Response::from_frame(&again).expect("re-parses"), (id, response));
     }
     // A decoded frame is at most MAX_FRAME when re-encoded in canonical form,
     // or the encoder says TooLong; it never panics.

@@ -328,6 +328,25 @@ pub enum Error {
     /// A handoff step failed (a protocol violation, a lost peer, a deadline).
     #[error(transparent)]
     Handoff(#[from] crate::handoff::HandoffError),
+
+    /// A Unix socket path does not fit in `sun_path` (107 bytes and a NUL).
+    #[error("socket path `{path}` is {len} bytes long; a Unix socket path may have at most {max}")]
+    SocketPathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The longest path that fits.
+        max: usize,
+    },
+
+    /// A control-socket peer broke the protocol: a reply with another id or
+    /// version, a message that is not a reply, or the server's own protocol error.
+    #[error("control protocol error: {reason}")]
+    ControlProtocol {
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 /// What the file system refused, for [`Error::RegistryUnavailable`].
@@ -418,6 +437,8 @@ impl Error {
             Error::Handoff(e) => e.kind(),
             Error::RegistryUnavailable { .. } | Error::ForeignDatabase { .. } => ErrorKind::Corrupt,
             Error::ConstraintViolated { .. } => ErrorKind::Conflict,
+            Error::SocketPathTooLong { .. } => ErrorKind::Usage,
+            Error::ControlProtocol { .. } => ErrorKind::Corrupt,
         }
     }
 
@@ -504,6 +525,10 @@ impl Error {
             Error::ConstraintViolated { .. } => Some(
                 "another porthold changed the same key or port at the same moment; nothing was written, retry".into(),
             ),
+            Error::SocketPathTooLong { .. } => {
+                Some("use a shorter runtime directory or instance name".into())
+            }
+            Error::ControlProtocol { .. } => None,
         }
     }
 
