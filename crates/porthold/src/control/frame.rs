@@ -223,6 +223,39 @@ pub struct FrameReader<R> {
     decoder: FrameDecoder,
 }
 
+impl FrameDecoder {
+    /// One `read` from `reader` into the decoder: the end of the stream is
+    /// [`FrameError::Closed`] (or [`FrameError::Truncated`] inside a frame), a
+    /// read timeout is [`FrameError::TimedOut`] (the partial frame is kept), and
+    /// an interrupted read is simply retried by the caller's loop.
+    pub(crate) fn read_once(
+        &mut self,
+        mut reader: impl Read,
+        chunk: &mut [u8],
+    ) -> Result<(), FrameError> {
+        match reader.read(chunk) {
+            Ok(0) => {
+                self.finish()?;
+                Err(FrameError::Closed)
+            }
+            Ok(n) => {
+                self.feed(&chunk[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(FrameError::TimedOut)
+            }
+            Err(e) => Err(FrameError::Io(e)),
+        }
+    }
+}
+
 impl<R: Read> FrameReader<R> {
     /// A reader over `inner`.
     pub fn new(inner: R) -> FrameReader<R> {
@@ -249,23 +282,7 @@ impl<R: Read> FrameReader<R> {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(frame);
             }
-            match self.inner.read(&mut chunk) {
-                Ok(0) => {
-                    self.decoder.finish()?;
-                    return Err(FrameError::Closed);
-                }
-                Ok(n) => self.decoder.feed(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(FrameError::TimedOut);
-                }
-                Err(e) => return Err(FrameError::Io(e)),
-            }
+            self.decoder.read_once(&mut self.inner, &mut chunk)?;
         }
     }
 }

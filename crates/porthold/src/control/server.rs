@@ -23,7 +23,7 @@
 //! handler (a reload) does not keep a second client from hearing "in progress".
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -483,22 +483,6 @@ pub(crate) fn read_frame_until(
         stream
             .set_read_timeout(Some(left))
             .map_err(FrameError::Io)?;
-        match (&*stream).read(&mut chunk) {
-            Ok(0) => {
-                decoder.finish()?;
-                return Err(FrameError::Closed);
-            }
-            Ok(n) => decoder.feed(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(FrameError::TimedOut);
-            }
-            Err(e) => return Err(FrameError::Io(e)),
-        }
+        decoder.read_once(stream, &mut chunk)?;
     }
 }
