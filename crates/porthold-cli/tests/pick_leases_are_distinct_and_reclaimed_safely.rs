@@ -207,6 +207,11 @@ fn a_lease_whose_owner_exited_is_reclaimed_but_not_within_the_minimum_hold() {
     // Owner alive: the only port of the pool stays leased.
     let out = pick(&env, &["--pool", &pool, "--min-hold", "0s"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("`porthold list --leases`"),
+        "{}",
+        stderr_of(&out)
+    );
     owner.exit();
     // Owner gone, but the lease is younger than the default 60 s hold.
     let out = pick(&env, &["--pool", &pool]);

@@ -252,10 +252,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let code = instance::run(options, signals);
     if let Some(port) = leased_port {
-        // The lease is also reclaimable once this launcher has exited.
-        if let Ok(mut registry) = open_registry(ctx) {
-            let _ = registry.release(&porthold::registry::ReleaseTarget::Port(port));
-        }
+        release_own_lease(ctx, port);
     }
     let code = code?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
@@ -300,4 +297,23 @@ fn lease(ctx: &Ctx, config: &porthold::config::Config) -> anyhow::Result<u16> {
         .first()
         .map(|lease| lease.port)
         .ok_or_else(|| anyhow::anyhow!("pick returned no port"))
+}
+
+/// Releases the lease of `port` if it is still this launcher's (best effort:
+/// a lease left behind is reclaimable once this launcher has exited).
+fn release_own_lease(ctx: &Ctx, port: u16) {
+    let (Ok(me), Ok(mut registry)) = (
+        porthold::identity::ProcessIdentity::current(),
+        open_registry(ctx),
+    ) else {
+        return;
+    };
+    let ours = registry.leases().is_ok_and(|leases| {
+        leases
+            .iter()
+            .any(|l| l.port == port && l.owner.same_as(&me))
+    });
+    if ours {
+        let _ = registry.release(&porthold::registry::ReleaseTarget::Port(port));
+    }
 }

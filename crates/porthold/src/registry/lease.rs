@@ -59,6 +59,10 @@ pub const LEASE_PATH_PREFIX: &str = "lease:";
 /// index (`;` is the byte after `:`).
 const LEASE_ROWS: &str = "path >= 'lease:' AND path < 'lease;'";
 
+/// The SQL that finds the next lease index of an owner.
+const NEXT_INDEX: &str =
+    "SELECT coalesce(max(CAST(tag AS INTEGER)) + 1, 0) FROM reservations WHERE path = ?1";
+
 const LEASE_COLUMNS: &str =
     "port, tag, created_at, lease_pid, lease_starttime, lease_boot_id, lease_expires_at";
 
@@ -251,6 +255,15 @@ impl Registry {
         Ok(outcome)
     }
 
+    /// The SQL statements that find lease rows, for plan checks in tests.
+    #[doc(hidden)]
+    pub fn lease_queries() -> [String; 2] {
+        [
+            format!("SELECT {LEASE_COLUMNS} FROM reservations WHERE {LEASE_ROWS}"),
+            NEXT_INDEX.to_string(),
+        ]
+    }
+
     /// Every lease, ordered by port.
     ///
     /// # Errors
@@ -276,11 +289,7 @@ fn pick_in_tx(
     let now = crate::time::now_ms();
     let reclaimed = reclaim_in_tx(conn, probe, request.min_hold, now)?;
     let key_path = Lease::key_path(&request.owner);
-    let first_index: u32 = conn.query_row(
-        "SELECT coalesce(max(CAST(tag AS INTEGER)) + 1, 0) FROM reservations WHERE path = ?1",
-        [&key_path],
-        |row| row.get(0),
-    )?;
+    let first_index: u32 = conn.query_row(NEXT_INDEX, [&key_path], |row| row.get(0))?;
     let expires_at = request
         .ttl
         .map(|ttl| now.saturating_add(super::millis(ttl)));
@@ -330,9 +339,8 @@ fn reclaim_in_tx(
     now: i64,
 ) -> std::result::Result<Vec<Reclaimed>, TxError> {
     let leases: Vec<Lease> = {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {LEASE_COLUMNS} FROM reservations WHERE {LEASE_ROWS}"
-        ))?;
+        let [sql, _] = Registry::lease_queries();
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], Lease::from_row)?;
         rows.collect::<rusqlite::Result<_>>()?
     };
