@@ -444,3 +444,36 @@ fn an_ephemeral_no_fds_run_gets_a_leased_port_outside_the_ephemeral_range() {
     .unwrap();
     assert_eq!(leases["leases"], serde_json::json!([]));
 }
+
+/// A10 with a real recycled pid: in a new pid namespace the owner exits and
+/// `ns_last_pid` makes the next process get the same pid. The lease names the
+/// old process (its start time differs), so it is reclaimed.
+#[test]
+fn a_lease_of_a_recycled_pid_is_reclaimed() {
+    if !util::is_root() || !runner::have("unshare") {
+        porthold::test_hooks::skip("needs root and unshare (util-linux) for a pid namespace");
+        return;
+    }
+    let env = TestEnv::new();
+    let script = r#"
+        sleep 1000 & X=$!
+        P=$("$PORTHOLD" pick --owner-pid "$X" --pool 23600-23699) || exit 10
+        kill "$X"; wait "$X"
+        echo $((X - 1)) > /proc/sys/kernel/ns_last_pid || exit 11
+        sleep 1000 & Y=$!
+        [ "$X" = "$Y" ] || { echo "pid $X was not recycled (got $Y)" >&2; exit 12; }
+        "$PORTHOLD" --json pick --pool "$P-$P" --min-hold 0s; status=$?
+        kill "$Y"
+        exit $status
+    "#;
+    let out = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script])
+        .env("PORTHOLD", util::porthold_bin())
+        .env("PORTHOLD_DATA_DIR", env.data_dir())
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap();
+    let value = json_of(&out);
+    assert_eq!(value["reclaimed"][0]["reason"], "owner-replaced", "{value}");
+    assert_eq!(value["ports"][0], value["reclaimed"][0]["port"], "{value}");
+}
