@@ -4,12 +4,13 @@
 # systemd-socket-activate (the reference sender), unshare/ip (namespace tests),
 # hyperfine and GNU time (scripts/bench-cli.sh), strace (the test that an
 # idempotent reserve writes nothing). Tests that need a missing
-# program skip with a printed reason, so this script is optional locally; CI
+# program skip with a printed reason (pytest: the Python guide, docs/testing.md), so this script is optional locally; CI
 # runs it so those tests really run there.
 set -euo pipefail
 need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v node >/dev/null || need+=(nodejs)
+python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
 command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v ip >/dev/null || need+=(iproute2)
@@ -28,3 +29,7 @@ echo "install-test-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# A python3 outside the system's (pyenv, a venv) does not see python3-pytest.
+if ! python3 -c 'import pytest' 2>/dev/null; then
+  python3 -m pip install -q pytest || echo "install-test-deps: could not install pytest" >&2
+fi

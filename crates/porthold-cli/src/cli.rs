@@ -68,7 +68,9 @@ pub enum Command {
     Init(cmd::init::InitArgs),
     /// List reservations, and whether something listens on each port now.
     List(cmd::list::ListArgs),
-    /// Remove reservations.
+    /// Lease free ports outside the ephemeral range to a process (default: the caller's parent), one per line.
+    Pick(cmd::pick::PickArgs),
+    /// Remove reservations or a lease (--port).
     Release(cmd::release::ReleaseArgs),
     /// Reserve a stable port for a project (and tag); prints just the port.
     Reserve(cmd::reserve::ReserveArgs),

@@ -95,6 +95,11 @@ pub fn hint_for(command: &str, err: &porthold::Error) -> Option<String> {
             )
         }
         Error::PoolExhausted { .. } => match command {
+            "pick" => "leases are reclaimed only when their owner has exited or their --ttl \
+                passed, nothing listens on the port and 60 s have passed since handout \
+                (`porthold list --leases` shows them, `porthold release --port N` frees one); \
+                or widen the pool with --pool"
+                .into(),
             "reserve" | "reserve-group" | "autoreserve" => "release unused reservations \
                 (`porthold list`, `porthold release`) or widen the pool with --pool"
                 .into(),

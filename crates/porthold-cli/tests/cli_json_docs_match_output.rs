@@ -95,6 +95,8 @@ fn every_documented_example_has_the_keys_the_command_prints() {
         ("migrate", &["migrate", "--from", "a", "--to", "b"]),
         ("validate", &["validate"]),
         ("ps", &["ps"]),
+        ("pick", &["pick", "--pool", "24920-24929"]),
+        ("list --leases", &["list", "--leases"]),
     ];
     let docs = documented();
     for (name, args) in runs {
@@ -118,6 +120,29 @@ fn every_documented_example_has_the_keys_the_command_prints() {
         assert!(
             checked.contains(name.as_str()),
             "`{name}` is documented but not checked"
+        );
+    }
+}
+
+/// The lease objects inside `pick` and `list --leases` have the documented keys too.
+#[test]
+fn documented_lease_objects_have_the_keys_the_commands_print() {
+    let env = TestEnv::new();
+    let docs = documented();
+    for (name, args, list) in [
+        ("pick", &["pick", "--pool", "24930-24939"][..], "leases"),
+        ("list --leases", &["list", "--leases"][..], "leases"),
+    ] {
+        let output = env.cmd().arg("--json").args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{name}: {output:?}");
+        let actual: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let example = &docs[name][list][0];
+        let printed = &actual[list][0];
+        assert_eq!(keys(printed), keys(example), "keys of a lease of `{name}`");
+        assert_eq!(
+            keys(&printed["owner"]),
+            keys(&example["owner"]),
+            "keys of a lease owner of `{name}`"
         );
     }
 }

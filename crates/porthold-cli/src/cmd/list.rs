@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use porthold::net::owner::{Proto, bound_sockets};
-use porthold::registry::ListFilter;
+use porthold::registry::{ListFilter, OwnerStatus};
 
 use super::{open_existing_registry, print_json, shown};
 use crate::ctx::Ctx;
@@ -15,6 +15,9 @@ use crate::output::{reservation_json, table};
 /// Arguments of `list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Show leases (from `porthold pick`) instead of reservations: port, owner, expiry, listening.
+    #[arg(long, conflicts_with_all = ["path", "project", "tag"])]
+    pub leases: bool,
     /// Only keys at or under this path.
     #[arg(long, value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
@@ -28,6 +31,9 @@ pub struct ListArgs {
 
 /// Runs `list`.
 pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if args.leases {
+        return run_leases(ctx);
+    }
     let filter = ListFilter {
         path: args
             .path
@@ -39,20 +45,11 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Some(registry) => registry.list(&filter)?,
         None => Vec::new(),
     };
-    // One pass over /proc for all rows, instead of one per port.
-    let mut listeners: HashMap<u16, Option<(u32, String)>> = HashMap::new();
-    if !rows.is_empty() {
-        for socket in bound_sockets()
-            .into_iter()
-            .filter(|s| s.proto == Proto::Tcp)
-        {
-            let owner = socket.owner.map(|o| (o.pid, o.comm));
-            let entry = listeners.entry(socket.port).or_insert(None);
-            if entry.is_none() {
-                *entry = owner;
-            }
-        }
-    }
+    let listeners = if rows.is_empty() {
+        HashMap::new()
+    } else {
+        tcp_listeners()
+    };
     let instances = if rows.is_empty() {
         Vec::new()
     } else {
@@ -112,6 +109,93 @@ pub fn run(args: ListArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "LAST USED",
                 "LISTENING"
             ],
+            body
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every TCP port something is bound on, with an owner when knowable: one
+/// pass over /proc for all rows, instead of one per port.
+fn tcp_listeners() -> HashMap<u16, Option<(u32, String)>> {
+    let mut listeners: HashMap<u16, Option<(u32, String)>> = HashMap::new();
+    for socket in bound_sockets()
+        .into_iter()
+        .filter(|s| s.proto == Proto::Tcp)
+    {
+        let owner = socket.owner.map(|o| (o.pid, o.comm));
+        let entry = listeners.entry(socket.port).or_insert(None);
+        if entry.is_none() {
+            *entry = owner;
+        }
+    }
+    listeners
+}
+
+/// `list --leases`.
+fn run_leases(ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let leases = match open_existing_registry(ctx)? {
+        Some(registry) => registry.leases()?,
+        None => Vec::new(),
+    };
+    let listeners = if leases.is_empty() {
+        HashMap::new()
+    } else {
+        tcp_listeners()
+    };
+    let statuses: Vec<OwnerStatus> = leases.iter().map(|l| l.owner_status()).collect();
+    if ctx.json {
+        let items: Vec<_> = leases
+            .iter()
+            .zip(&statuses)
+            .map(|(lease, status)| {
+                let mut value = super::pick::lease_json(lease);
+                value["owner"]["status"] = serde_json::to_value(status).unwrap_or_default();
+                value["listening"] = listeners.contains_key(&lease.port).into();
+                value["listener"] = match listeners.get(&lease.port) {
+                    Some(Some((pid, comm))) => serde_json::json!({ "pid": pid, "command": comm }),
+                    _ => serde_json::Value::Null,
+                };
+                value
+            })
+            .collect();
+        print_json(&serde_json::json!({ "leases": items }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if leases.is_empty() {
+        ctx.note("no leases");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let body = leases
+        .iter()
+        .zip(&statuses)
+        .map(|(lease, status)| {
+            let owner = match status {
+                OwnerStatus::Alive => format!("{} (alive)", lease.owner.pid),
+                OwnerStatus::Dead => format!("{} (exited)", lease.owner.pid),
+                OwnerStatus::Replaced => format!("{} (pid reused)", lease.owner.pid),
+            };
+            let listening = match listeners.get(&lease.port) {
+                Some(Some((pid, comm))) => format!("yes (pid {pid} {comm})"),
+                Some(None) => "yes".to_string(),
+                None => "no".to_string(),
+            };
+            vec![
+                lease.port.to_string(),
+                owner,
+                porthold::time::rfc3339(lease.created_at_ms),
+                lease
+                    .expires_at_ms
+                    .map(porthold::time::rfc3339)
+                    .unwrap_or_else(|| "never".into()),
+                listening,
+            ]
+        })
+        .collect();
+    outln!(
+        "{}",
+        table(
+            &["PORT", "OWNER PID", "LEASED", "EXPIRES", "LISTENING"],
             body
         )
     );

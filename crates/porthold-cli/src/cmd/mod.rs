@@ -3,6 +3,7 @@
 
 pub mod init;
 pub mod list;
+pub mod pick;
 pub mod release;
 pub mod reserve;
 pub mod show_path;
@@ -38,6 +39,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init(args) => init::run(args, ctx),
         Command::List(args) => list::run(args, ctx),
+        Command::Pick(args) => pick::run(args, ctx),
         Command::Release(args) => release::run(args, ctx),
         Command::Reserve(args) => reserve::run(args, ctx),
         Command::ShowDataDir => show_path::run_data_dir(ctx),

@@ -70,6 +70,10 @@ pub fn run(args: ReleaseArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
     } else if !ctx.quiet {
         for r in &removed {
+            if let Some(pid) = r.lease_pid {
+                eprintln!("porthold: released port {} leased to pid {pid}", r.port);
+                continue;
+            }
             let tag = if r.tag.is_empty() {
                 String::new()
             } else {

@@ -142,21 +142,18 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .collect::<anyhow::Result<_>>()?
     };
     porthold::net::listen::validate_listen_specs(&specs)?;
-    if specs.is_empty() && args.ephemeral && args.no_fds {
-        anyhow::bail!(porthold::Error::invalid(
-            "--ephemeral with --no-fds is not supported",
-            Some(
-                "a server that binds by itself needs a port it can be told in advance; \
-                 drop --ephemeral to use the key's reserved port"
-                    .into()
-            ),
-        ));
-    }
+    // A server that binds by itself needs a number it can be told in
+    // advance: lease one (owned by this launcher) instead of port 0.
+    let leased_port = if specs.is_empty() && args.ephemeral && args.no_fds {
+        Some(lease(ctx, &config)?)
+    } else {
+        None
+    };
     let needs_reserved =
         (specs.is_empty() && !args.ephemeral) || specs.iter().any(ListenSpec::needs_reserved_port);
 
     // The key's port, and its siblings' ports (`API_PORT` for `run --tag web`).
-    let mut reserved_port = None;
+    let mut reserved_port = leased_port;
     let mut sibling_ports: Vec<(String, u16)> = Vec::new();
     if let Some(service) = service
         && !explicit
@@ -253,7 +250,11 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         command: args.command,
         quiet: ctx.quiet,
     };
-    let code = instance::run(options, signals)?;
+    let code = instance::run(options, signals);
+    if let Some(port) = leased_port {
+        release_own_lease(ctx, port);
+    }
+    let code = code?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
 }
 
@@ -277,4 +278,42 @@ fn reserve(
         }
     }
     Ok(outcome.reservation.port)
+}
+
+/// A leased port for `--ephemeral --no-fds`, owned by this launcher, no TTL.
+fn lease(ctx: &Ctx, config: &porthold::config::Config) -> anyhow::Result<u16> {
+    let kernel = KernelPorts::read();
+    let pool = ctx.pool(config, None, &kernel)?;
+    let owner = porthold::identity::ProcessIdentity::current()?;
+    let mut request = porthold::registry::PickRequest::new(owner, pool, kernel);
+    request.ttl = None;
+    let mut registry = open_registry(ctx)?;
+    let outcome = registry.pick(&request, &SystemProbe)?;
+    for item in &outcome.reclaimed {
+        ctx.note(super::pick::describe_reclaimed(item));
+    }
+    outcome
+        .leases
+        .first()
+        .map(|lease| lease.port)
+        .ok_or_else(|| anyhow::anyhow!("pick returned no port"))
+}
+
+/// Releases the lease of `port` if it is still this launcher's (best effort:
+/// a lease left behind is reclaimable once this launcher has exited).
+fn release_own_lease(ctx: &Ctx, port: u16) {
+    let (Ok(me), Ok(mut registry)) = (
+        porthold::identity::ProcessIdentity::current(),
+        open_registry(ctx),
+    ) else {
+        return;
+    };
+    let ours = registry.leases().is_ok_and(|leases| {
+        leases
+            .iter()
+            .any(|l| l.port == port && l.owner.same_as(&me))
+    });
+    if ours {
+        let _ = registry.release(&porthold::registry::ReleaseTarget::Port(port));
+    }
 }

@@ -37,6 +37,7 @@ mod clean;
 mod exclusions;
 mod group;
 mod inspect;
+mod lease;
 mod migrate;
 mod schema;
 
@@ -62,6 +63,10 @@ pub use clean::{CleanPolicy, CleanReason, Cleaned, DEFAULT_EXPIRE_AFTER};
 pub use exclusions::{ExcludeOutcome, Exclusion};
 pub use group::{GroupMember, GroupOutcome, GroupRequest};
 pub use inspect::{PortInfo, ScanEntry, port_info, scan};
+pub use lease::{
+    DEFAULT_LEASE_TTL, DEFAULT_MIN_HOLD, LEASE_PATH_PREFIX, Lease, MAX_PICK_COUNT, OwnerStatus,
+    PickOutcome, PickRequest, ReclaimReason, Reclaimed,
+};
 pub use migrate::{Migrated, ProjectSummary};
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
@@ -629,12 +634,13 @@ impl Registry {
         Ok(removed)
     }
 
-    /// Lists rows matching `filter`, ordered by port.
+    /// Lists reservations (never leases: see [`Registry::leases`]) matching
+    /// `filter`, ordered by port.
     ///
     /// # Errors
     /// [`Error::Busy`], [`Error::Corrupt`].
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Reservation>> {
-        let mut sql = format!("SELECT {COLUMNS} FROM reservations WHERE 1 = 1");
+        let mut sql = format!("SELECT {COLUMNS} FROM reservations WHERE lease_pid IS NULL");
         let mut args: Vec<String> = Vec::new();
         if let Some(tree) = &filter.path {
             let tree = path_text(tree)?;
