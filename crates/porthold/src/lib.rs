@@ -21,6 +21,8 @@ pub mod registry;
 pub mod supervisor;
 #[doc(hidden)]
 pub mod test_hooks;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod text;
 pub mod time;
 
