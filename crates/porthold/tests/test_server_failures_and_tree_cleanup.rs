@@ -222,3 +222,40 @@ fn a_server_started_in_a_thread_that_ended_keeps_serving() {
     assert_eq!(answer(server.addr()), format!("hi {}", server.pid()));
     assert_eq!(server.stop().unwrap().signal(), Some(libc::SIGTERM));
 }
+
+#[test]
+fn a_server_that_never_gets_ready_is_a_ready_timeout_with_the_last_probe_and_the_tail() {
+    if !have_python() {
+        return;
+    }
+    let started = Instant::now();
+    let err = TestServer::builder("python3")
+        .args([
+            "-S",
+            "-c",
+            "import socket, sys\n\
+sys.stderr.write('warming up\\n'); sys.stderr.flush()\n\
+s = socket.socket(fileno=3)\n\
+while True:\n    c, _ = s.accept()\n    c.recv(4096)\n    \
+c.sendall(b'HTTP/1.0 503 Service Unavailable\\r\\nContent-Length: 0\\r\\n\\r\\n')\n    c.close()\n",
+        ])
+        .ready("http:/health".parse().unwrap())
+        .ready_timeout(Duration::from_millis(1500))
+        .start()
+        .expect_err("the server never answers 2xx");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    match launch_error(err) {
+        LaunchError::ReadyTimeout {
+            last_error,
+            stderr_tail,
+            ..
+        } => {
+            assert!(
+                last_error.as_deref().is_some_and(|e| e.contains("503")),
+                "{last_error:?}"
+            );
+            assert_eq!(stderr_tail, "warming up");
+        }
+        other => panic!("wrong error: {other:?}"),
+    }
+}
