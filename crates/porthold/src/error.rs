@@ -236,6 +236,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A server's start (or its end) failed in a way a caller can act on;
+    /// the message carries the server's stderr tail.
+    #[error(transparent)]
+    Start(#[from] Box<crate::supervisor::LaunchError>),
+
     /// A reload was rolled back.
     #[error("rolled back: {reason}")]
     RolledBack {
@@ -429,7 +434,7 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::Corrupt { .. } | Error::NewerSchema { .. } => ErrorKind::Corrupt,
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Launch { .. } => ErrorKind::Launch,
+            Error::Launch { .. } | Error::Start(_) => ErrorKind::Launch,
             Error::RolledBack { .. } => ErrorKind::RolledBack,
             Error::BadRecord { .. } => ErrorKind::Corrupt,
             Error::DataDirLocked { .. } => ErrorKind::Busy,
@@ -487,7 +492,10 @@ impl Error {
             Error::NewerSchema { .. } => {
                 Some("upgrade porthold; an older binary never downgrades a registry".into())
             }
-            Error::NotFound(_) | Error::Launch { .. } | Error::RolledBack { .. } => None,
+            Error::NotFound(_)
+            | Error::Launch { .. }
+            | Error::Start(_)
+            | Error::RolledBack { .. } => None,
             Error::Io { .. } => None,
             Error::BadRecord { path, .. } => Some(format!(
                 "porthold never follows symlinks or trusts another user's files in its runtime directory; \

@@ -171,14 +171,17 @@ fn allocation_queries_use_indexes_not_table_scans() {
             .connection()
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap();
-        let params: Vec<i64> = (0..placeholders).map(|_| 10000).collect();
-        let details: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(params.iter()), |row| {
-                row.get::<_, String>(3)
-            })
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        // Bound one by one through the statement's own methods, so that this
+        // test needs no rusqlite dev-dependency (which would show up in
+        // `cargo tree --no-default-features` of a SQLite-free build).
+        for index in 1..=placeholders {
+            stmt.raw_bind_parameter(index, 10000_i64).unwrap();
+        }
+        let mut rows = stmt.raw_query();
+        let mut details: Vec<String> = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            details.push(row.get::<_, String>(3).unwrap());
+        }
         eprintln!("{sql}\n  -> {details:?}");
         assert!(!details.is_empty());
         // Either an index search, or an in-order walk of an index that the

@@ -48,6 +48,7 @@ use crate::activation::spawn::{self as spawner, Child, SpawnRequest};
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
+use crate::supervisor::launch::LaunchError;
 use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
 use crate::supervisor::signals::{SignalAction, SignalSource};
@@ -529,9 +530,10 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 /// With `--no-fds`: who listens on the instance's ports now. `Ok` when every
-/// port is held by the child's tree; otherwise a launch error saying whether a
-/// foreign process took it or nobody bound it.
-fn verify_no_fds_owner(record: &Record, main_pid: u32) -> Result<()> {
+/// port is held by the child's tree; otherwise a typed launch error saying
+/// whether a foreign process took it ([`LaunchError::PortStolen`]) or nobody
+/// bound it ([`LaunchError::NeverBound`]), with `stderr_tail`.
+fn verify_no_fds_owner(record: &Record, main_pid: u32, stderr_tail: &str) -> Result<()> {
     for listener in &record.listeners {
         let Some(port) = listener.port else { continue };
         let entries = crate::net::listeners_on_port(port);
@@ -547,17 +549,24 @@ fn verify_no_fds_owner(record: &Record, main_pid: u32) -> Result<()> {
         if ours {
             continue;
         }
-        return Err(Error::Launch {
-            message: match foreign {
-                Some(owner) => format!(
-                    "port {port} stolen by pid {} ({}) before the server could bind it",
-                    owner.pid, owner.comm
+        let stderr_tail = stderr_tail.to_string();
+        return Err(match foreign {
+            Some(owner) => LaunchError::PortStolen {
+                port,
+                pid: owner.pid,
+                comm: owner.comm,
+                stderr_tail,
+            }
+            .into(),
+            None if !entries.is_empty() => Error::Launch {
+                message: with_tail(
+                    format!(
+                        "port {port} is held by a socket whose owner porthold cannot see, not by the server"
+                    ),
+                    &stderr_tail,
                 ),
-                None if !entries.is_empty() => format!(
-                    "port {port} is held by a socket whose owner porthold cannot see, not by the server"
-                ),
-                None => format!("the server never bound port {port}"),
             },
+            None => LaunchError::NeverBound { port, stderr_tail }.into(),
         });
     }
     Ok(())
@@ -665,14 +674,16 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
         }
         Err(error) => {
             let tail_text = tail.text();
-            let mut message = error.to_string();
+            // A start that failed after the held port was released: if a
+            // foreign process holds it now, that is the cause to report.
             if options.no_fds
                 && let Some(record) = &steps.record
-                && let Err(Error::Launch { message: owner }) = verify_no_fds_owner(record, 0)
-                && owner.contains("stolen")
+                && let Err(Error::Start(stolen)) = verify_no_fds_owner(record, 0, &tail_text)
+                && matches!(*stolen, LaunchError::PortStolen { .. })
             {
-                message = owner;
+                return Err(Error::Start(stolen));
             }
+            let message = error.to_string();
             let err = match Error::from(error) {
                 Error::Launch { .. } => Error::Launch {
                     message: with_tail(message, &tail_text),
@@ -695,7 +706,7 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
     }
 
     if options.no_fds
-        && let Err(err) = verify_no_fds_owner(&record, main_pid)
+        && let Err(err) = verify_no_fds_owner(&record, main_pid, &tail.text())
     {
         tree::kill_tree_and_reap(main_pid, TREE_GRACE);
         return Err(err);

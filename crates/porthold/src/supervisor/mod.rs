@@ -11,10 +11,20 @@
 //! * [`signals`]: the signal policy of a launcher ([`signals::SignalWatcher`],
 //!   installed by the embedder, never by [`instance::run`]) and the
 //!   [`signals::SignalSource`] through which an instance receives signals;
-//! * [`instance`]: all of it together, in the order of work of `porthold run`.
+//! * [`instance`]: all of it together, in the order of work of `porthold run`;
+//! * [`generation`]: one child of an instance with its own pidfd, process
+//!   group, captured output and scoped stop, spawned from a dedicated
+//!   [`generation::Spawner`] thread (what `TestServer` hosts, and what
+//!   several instances in one process use without disturbing each other);
+//! * [`launch`]: typed start failures ([`LaunchError`]).
 
+pub mod generation;
 pub mod instance;
+pub mod launch;
 pub mod lifecycle;
 pub mod ready;
 pub mod signals;
 pub mod tree;
+
+pub use generation::{Generation, GenerationSpec, Spawner};
+pub use launch::LaunchError;

@@ -1,0 +1,434 @@
+//! One generation: one child of an instance, with its own pidfd, process
+//! group, output capture and scoped kill.
+//!
+//! Everything here acts on *this* child only, so that several generations (a
+//! reload's old and new server) and several instances (the `TestServer`s of one
+//! test binary) can live in one process without disturbing each other or the
+//! embedder's own children:
+//!
+//! * the child is waited for through its own pid (after a poll on its pidfd),
+//!   never with `waitpid(-1)`;
+//! * a stop signals the child's process group and the descendants of the
+//!   child itself (found in `/proc` while the child still lives, each then
+//!   signalled through a pidfd opened for its exact identity), never "every
+//!   descendant of this process".
+//!
+//! # What stopping one generation can miss
+//!
+//! A process that left the child's process group (`setsid`, `setpgid`) *and*
+//! whose parent chain up to the child was already broken when the stop began
+//! (its parent exited, so it was re-parented to init or to the nearest
+//! subreaper) is no longer findable from the child: neither the group nor the
+//! tree walk reaches it. Only an embedder that made itself a subreaper can
+//! catch it, by killing everything re-parented to itself when the whole
+//! instance ends (`porthold run` does that; see [`super::tree`]).
+//!
+//! # The spawning thread
+//!
+//! The parent-death signal (`PR_SET_PDEATHSIG`) fires when the *thread* that
+//! forked the child exits, not the process. [`Spawner`] is one dedicated thread
+//! that lives as long as its owner and does every fork, so a server started
+//! from a short-lived thread (a test's thread, a `OnceLock` initialiser)
+//! survives that thread.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::ExitStatus;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::activation::spawn::SpawnRequest;
+use crate::error::{Error, Result};
+use crate::identity::{self, ProcessHandle, ProcessIdentity};
+use crate::supervisor::tree;
+
+/// How much of each output stream a generation keeps in memory.
+pub const OUTPUT_LIMIT: usize = 1 << 20;
+/// How much of stderr goes into an error message.
+pub const TAIL_BYTES: usize = 4096;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that forks every child of its owner (see the module docs).
+#[derive(Debug)]
+pub struct Spawner {
+    jobs: Option<Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Spawner {
+    /// Starts the spawning thread.
+    ///
+    /// # Errors
+    /// When the thread cannot be created.
+    pub fn new() -> Result<Spawner> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let thread = thread::Builder::new()
+            .name("porthold-spawner".into())
+            .spawn(move || {
+                for job in inbox {
+                    job();
+                }
+            })
+            .map_err(|e| Error::io("starting the spawner thread", e))?;
+        Ok(Spawner {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Runs `job` on the spawning thread and returns its result.
+    fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = self.jobs.as_ref().map(|jobs| {
+            jobs.send(Box::new(move || {
+                let _ = reply.send(job());
+            }))
+        });
+        match sent {
+            Some(Ok(())) => answer
+                .recv()
+                .map_err(|_| Error::io("the spawner thread", std::io::Error::other("it ended"))),
+            _ => Err(Error::io(
+                "the spawner thread",
+                std::io::Error::other("it ended"),
+            )),
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One captured output stream: everything up to [`OUTPUT_LIMIT`] bytes (the
+/// latest bytes win), filled by a thread until the child's tree closes it.
+#[derive(Debug, Clone, Default)]
+pub struct Output(Arc<Mutex<Vec<u8>>>);
+
+impl Output {
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = lock(&self.0);
+        buf.extend_from_slice(bytes);
+        if buf.len() > OUTPUT_LIMIT {
+            let cut = buf.len() - OUTPUT_LIMIT;
+            buf.drain(..cut);
+        }
+    }
+
+    /// Everything captured so far (lossy UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.0)).into_owned()
+    }
+
+    /// The last [`TAIL_BYTES`] captured, trimmed at the end.
+    pub fn tail(&self) -> String {
+        let buf = lock(&self.0);
+        let start = buf.len().saturating_sub(TAIL_BYTES);
+        String::from_utf8_lossy(&buf[start..])
+            .trim_end()
+            .to_string()
+    }
+
+    fn capture(from: OwnedFd, into: Output) -> thread::JoinHandle<()> {
+        thread::spawn(move || {
+            let mut file = std::fs::File::from(from);
+            let mut buf = [0u8; 8192];
+            loop {
+                match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => into.push(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => return,
+                }
+            }
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What to start as a generation.
+#[derive(Debug, Default)]
+pub struct GenerationSpec {
+    /// The program and its arguments (ports already substituted).
+    pub argv: Vec<OsString>,
+    /// The sockets, in fd order from 3, with their names (duplicates of the instance's).
+    pub sockets: Vec<(OwnedFd, String)>,
+    /// Extra environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory, when not the caller's.
+    pub current_dir: Option<std::path::PathBuf>,
+    /// Signals the child starts with ignored.
+    pub ignored_signals: Vec<Signal>,
+}
+
+/// One running (or exited, not yet dropped) child with its own process group.
+#[derive(Debug)]
+pub struct Generation {
+    pid: u32,
+    pidfd: OwnedFd,
+    status: Mutex<Option<ExitStatus>>,
+    stdout: Output,
+    stderr: Output,
+    copiers: Mutex<Vec<thread::JoinHandle<()>>>,
+}
+
+impl Generation {
+    /// Spawns `spec` on `spawner`'s thread, in a new process group, with
+    /// SIGKILL as its parent-death signal and stdout/stderr captured.
+    ///
+    /// # Errors
+    /// The spawn's errors ([`Error::Launch`] for a program that cannot be
+    /// executed), or [`Error::Io`] for pipes and the pidfd.
+    pub fn spawn(spawner: &Spawner, spec: GenerationSpec) -> Result<Generation> {
+        let pipe = || {
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                .map_err(|e| Error::io("creating an output pipe", e.into()))
+        };
+        let (out_read, out_write) = pipe()?;
+        let (err_read, err_write) = pipe()?;
+        let devnull =
+            std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
+        let stdin: OwnedFd = devnull.into();
+        let argv = match &spec.current_dir {
+            Some(dir) => wrap_in_dir(dir, spec.argv),
+            None => spec.argv,
+        };
+        let (sockets, env, ignored) = (spec.sockets, spec.env, spec.ignored_signals);
+        let spawned = spawner.run(move || -> Result<(u32, OwnedFd)> {
+            let mut request = SpawnRequest::new(argv)
+                .stdin(stdin)
+                .stdout(out_write)
+                .stderr(err_write)
+                .new_process_group(true)
+                .parent_death_signal(Signal::KILL);
+            for (fd, name) in &sockets {
+                request = request.listener(fd.as_fd(), name);
+            }
+            for (k, v) in &env {
+                request = request.env(k, v);
+            }
+            for signal in &ignored {
+                request = request.ignore_signal(*signal);
+            }
+            let child = request.spawn()?;
+            let pid = child.pid();
+            let raw = rustix::process::Pid::from_raw(pid as i32)
+                .ok_or_else(|| Error::io("spawning", std::io::Error::other("pid 0")))?;
+            // The child is ours and not reaped yet: its pid cannot be reused,
+            // so this pidfd refers to it.
+            let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+                .map_err(|e| Error::io(format!("opening a pidfd for pid {pid}"), e.into()))?;
+            Ok((pid, pidfd))
+        })??;
+        let (pid, pidfd) = spawned;
+        let stdout = Output::default();
+        let stderr = Output::default();
+        let copiers = vec![
+            Output::capture(out_read, stdout.clone()),
+            Output::capture(err_read, stderr.clone()),
+        ];
+        Ok(Generation {
+            pid,
+            pidfd,
+            status: Mutex::new(None),
+            stdout,
+            stderr,
+            copiers: Mutex::new(copiers),
+        })
+    }
+
+    /// The child's pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Its captured stdout.
+    pub fn stdout(&self) -> &Output {
+        &self.stdout
+    }
+
+    /// Its captured stderr.
+    pub fn stderr(&self) -> &Output {
+        &self.stderr
+    }
+
+    /// The child's exit status once it exited (reaping it by its own pid), `None` while it runs.
+    pub fn try_wait(&self) -> Option<ExitStatus> {
+        let mut slot = lock(&self.status);
+        if slot.is_none() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child's pid with a valid status pointer.
+            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+            if r == self.pid as i32 {
+                *slot = Some(std::os::unix::process::ExitStatusExt::from_raw(status));
+            }
+        }
+        *slot
+    }
+
+    /// Waits up to `timeout` for the child to exit (polling its pidfd).
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitStatus> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+            let spec = rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            });
+            let _ = poll(&mut fds, Some(&spec));
+        }
+    }
+
+    /// Sends `signal` to the child's process group (and the child itself, in
+    /// case it left the group).
+    pub fn signal(&self, signal: Signal) {
+        if lock(&self.status).is_some() {
+            // Reaped: its pid (and group id) may belong to someone else now.
+            return;
+        }
+        tree::signal_group(self.pid, signal);
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, signal);
+    }
+
+    /// Stops the generation: `stop_signal` to its group and to the
+    /// descendants of the child, up to `grace` for the child to exit, then
+    /// SIGKILL to all of them; reaps the child and returns its status.
+    ///
+    /// Descendants are signalled through pidfds opened for their exact
+    /// identity, so a pid reused meanwhile is never touched. See the module
+    /// docs for what this can miss.
+    pub fn stop(&self, stop_signal: Signal, grace: Duration) -> ExitStatus {
+        let mut known = self.tree_members();
+        self.signal(stop_signal);
+        for member in &known {
+            let _ = member.signal(stop_signal);
+        }
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Some(status) = self.try_wait() {
+                break Some(status);
+            }
+            // The child still lives: its tree is still findable from it.
+            merge(&mut known, self.tree_members());
+            if Instant::now() >= deadline {
+                break None;
+            }
+            self.wait_timeout(Duration::from_millis(20).min(grace));
+        };
+        let status = match status {
+            Some(status) => {
+                // The child is gone; its remaining descendants get the grace left.
+                let left = deadline.saturating_duration_since(Instant::now());
+                for member in &known {
+                    member.wait_exit(left);
+                }
+                status
+            }
+            None => {
+                self.signal(Signal::KILL);
+                loop {
+                    if let Some(status) = self.wait_timeout(Duration::from_secs(3600)) {
+                        break status;
+                    }
+                }
+            }
+        };
+        // Whatever of the tree survived (a member that left the group) is killed now.
+        tree::signal_group(self.pid, Signal::KILL);
+        for member in &known {
+            let _ = member.signal(Signal::KILL);
+        }
+        for member in &known {
+            member.wait_exit(Duration::from_secs(5));
+        }
+        self.join_output();
+        status
+    }
+
+    /// Waits for the output pipes to close (the whole tree let go of them),
+    /// at most briefly: a process that escaped the stop may hold them forever.
+    fn join_output(&self) {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut copiers = lock(&self.copiers);
+        while Instant::now() < deadline && copiers.iter().any(|c| !c.is_finished()) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        copiers.retain(|c| !c.is_finished());
+    }
+
+    /// Pidfd handles on the child's live descendants.
+    fn tree_members(&self) -> Vec<ProcessHandle> {
+        if lock(&self.status).is_some() {
+            // Reaped: its pid may be someone else's now; what was found before stays known.
+            return Vec::new();
+        }
+        let snapshot = identity::processes();
+        let mut ids: Vec<ProcessIdentity> = identity::descendants_in(&snapshot, self.pid);
+        // Members of the group that are no longer below the child (their parent died).
+        for p in &snapshot {
+            if p.pgrp == self.pid
+                && p.identity.pid != self.pid
+                && !ids.iter().any(|i| i.pid == p.identity.pid)
+            {
+                ids.push(p.identity.clone());
+            }
+        }
+        ids.iter()
+            .filter_map(|id| ProcessHandle::open(id).ok().flatten())
+            .collect()
+    }
+}
+
+fn merge(known: &mut Vec<ProcessHandle>, more: Vec<ProcessHandle>) {
+    for handle in more {
+        if !known
+            .iter()
+            .any(|k| k.identity().same_as(handle.identity()))
+        {
+            known.push(handle);
+        }
+    }
+}
+
+/// `argv` run in `dir`: through `/bin/sh -c 'cd "$1" && shift && exec "$@"'`,
+/// since nothing but async-signal-safe calls may run between fork and exec.
+fn wrap_in_dir(dir: &std::path::Path, argv: Vec<OsString>) -> Vec<OsString> {
+    let mut out: Vec<OsString> = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "cd \"$0\" && exec \"$@\"".into(),
+        dir.as_os_str().to_owned(),
+    ];
+    out.extend(argv);
+    out
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if lock(&self.status).is_none() {
+            self.stop(Signal::KILL, Duration::ZERO);
+        }
+    }
+}
