@@ -1,31 +1,83 @@
 #!/usr/bin/env bash
 # Start-up overhead of `porthold run`: `porthold run --ephemeral -- /bin/true`
-# against `/bin/true` alone, in one hyperfine run (the goal is <= 2 ms median).
-# Needs hyperfine (scripts/install-test-deps.sh installs it).
-# Usage: scripts/bench-run.sh [RUNS]
+# against `/bin/true` alone, with the runtime directory on tmpfs and on ext4,
+# interleaved in one run (scripts/interleave.py: rounds of `perf stat -r BATCH`,
+# medians of the per-round means). The goal is <= 1.5 ms median overhead on both.
+#
+# tmpfs: $XDG_RUNTIME_DIR when it is tmpfs, else /dev/shm.
+# ext4: a directory under /tmp when /tmp is ext4; else, as root, a loop-mounted
+# ext4 image (mkfs.ext4 on a file); else the ext4 case is skipped.
+# BASELINE=/path/to/an/older/porthold adds that binary's run on both, side by side.
+#
+# Needs perf. Usage: scripts/bench-run.sh [ROUNDS] [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=${1:-200}
-cargo build --release -p porthold-cli --locked >/dev/null
+rounds=${1:-30}
+batch=${2:-20}
+cargo build --release -p porthold-cli --locked >/dev/null 2>&1
 bin=$PWD/target/release/porthold
+interleave=$PWD/scripts/interleave.py
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-# The runtime dir lives where it does by default on a desktop: tmpfs
-# ($XDG_RUNTIME_DIR); /dev/shm stands in for it when that is unset.
-runtime=${XDG_RUNTIME_DIR:-/dev/shm}/porthold-bench-$$
-trap 'rm -rf "$work" "$runtime"' EXIT
-export PORTHOLD_DATA_DIR=$work/data PORTHOLD_RUNTIME_DIR=$runtime
+mounted=
+cleanup() {
+  if [ -n "$mounted" ]; then umount "$mounted" || true; fi
+  rm -rf "$work" "${tmpfs_dir:-}" "${ext4_dir:-}"
+}
+trap cleanup EXIT
+
+fstype() { df --output=fstype "$1" | tail -n 1 | tr -d " "; }
+
+tmpfs_base=/dev/shm
+if [ -n "${XDG_RUNTIME_DIR:-}" ] && [ "$(fstype "$XDG_RUNTIME_DIR")" = tmpfs ]; then
+  tmpfs_base=$XDG_RUNTIME_DIR
+fi
+tmpfs_dir=$(mktemp -d "$tmpfs_base/porthold-bench.XXXXXX")
+[ "$(fstype "$tmpfs_dir")" = tmpfs ] || { echo "$tmpfs_dir is not tmpfs" >&2; exit 1; }
+
+ext4_dir=
+if [ "$(fstype /tmp)" = ext4 ]; then
+  ext4_dir=$(mktemp -d /tmp/porthold-bench.XXXXXX)
+elif [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null; then
+  truncate -s 64M "$work/ext4.img"
+  mkfs.ext4 -q -F "$work/ext4.img"
+  mkdir "$work/ext4"
+  mount -o loop "$work/ext4.img" "$work/ext4"
+  mounted=$work/ext4
+  mkdir -m 0700 "$work/ext4/run"
+  ext4_dir=$work/ext4/run
+else
+  echo "note: /tmp is $(fstype /tmp) and we are not root: no ext4 runtime dir, ext4 case skipped" >&2
+fi
+chmod 0700 "$tmpfs_dir" ${ext4_dir:+"$ext4_dir"}
+
+export PORTHOLD_DATA_DIR=$work/data
 mkdir -p "$work/project"
-cd "$work/project"
-hyperfine --shell=none --warmup 20 --runs "$runs" --export-json "$work/run.json" \
-  -n '/bin/true' '/bin/true' \
-  -n 'porthold run --ephemeral -- /bin/true' "$bin run --ephemeral -- /bin/true" >/dev/null
-python3 - "$work/run.json" <<'PY'
-import json, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-t, p = r["/bin/true"], r["porthold run --ephemeral -- /bin/true"]
-ms = lambda s: s * 1000
-print(f"| `/bin/true` | {ms(t['median']):.2f} ms median ({ms(t['mean']):.2f} ± {ms(t['stddev']):.2f} mean) |")
-print(f"| `porthold run --ephemeral -- /bin/true` | {ms(p['median']):.2f} ms median ({ms(p['mean']):.2f} ± {ms(p['stddev']):.2f} mean) |")
-print(f"overhead (median): {ms(p['median'] - t['median']):.2f} ms")
+commands=("/bin/true=/bin/true")
+for fs in tmpfs ext4; do
+  dir=$tmpfs_dir
+  [ "$fs" = ext4 ] && dir=$ext4_dir
+  [ -n "$dir" ] || continue
+  commands+=("run ($fs)=$bin --runtime-dir $dir run --ephemeral -- /bin/true")
+  if [ -n "${BASELINE:-}" ]; then
+    commands+=("baseline run ($fs)=$BASELINE --runtime-dir $dir run --ephemeral -- /bin/true")
+  fi
+done
+
+echo "load: $(uptime)"
+echo "tmpfs runtime dir: $tmpfs_dir; ext4 runtime dir: ${ext4_dir:-none}"
+python3 "$interleave" --rounds "$rounds" --batch "$batch" --cwd "$work/project" "${commands[@]}" \
+  | tee "$work/table"
+echo "load: $(uptime)"
+# The overhead over /bin/true, in ms, from the table's medians.
+python3 - "$work/table" <<'PY'
+import re, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"\| `(.+?)` \| ([0-9.]+) ms \| .* \| ([0-9.]+)x \|", line)
+    if m:
+        rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+base = rows["/bin/true"][0]
+for name, (ms, ratio) in rows.items():
+    if name != "/bin/true":
+        print(f"{name}: {ms - base:.2f} ms over /bin/true ({ratio:.2f}x)")
 PY

@@ -1,9 +1,10 @@
 //! The command-line definition (clap derive). Help text, completions and the
 //! man page are all generated from these types.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cmd;
 use crate::output::ColorChoice;
@@ -126,10 +127,270 @@ pub enum Command {
     Wait(cmd::instances::WaitArgs),
 }
 
+/// Parses the command line into the [`Cli`] and the subcommand's name.
+///
+/// Building clap's whole tree (every subcommand with every argument) is most
+/// of a short command's start-up, so the one subcommand that `args` names is
+/// built alone, on a root with just the global options. Whenever that parse
+/// fails (help, a usage error, a word that is not a subcommand), the whole
+/// tree parses `args` again, so every help text and error message is the
+/// whole tree's. The version text is the root's alone, so `--version` is
+/// answered by the small root. Tests check that each subcommand built alone
+/// has exactly the arguments it has in the whole tree.
+///
+/// # Errors
+/// The whole tree's error (which includes `--help` and `--version`).
+pub fn parse(args: &[OsString]) -> Result<(Cli, String), clap::Error> {
+    let small = match subcommand_word(args) {
+        Some(word) => one_subcommand(word).map(|sub| small_root().subcommand(sub)),
+        None => Some(small_root()),
+    };
+    if let Some(small) = small {
+        match small.try_get_matches_from(args) {
+            Ok(matches) => return from_matches(&matches),
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => return Err(e),
+            Err(_) => {}
+        }
+    }
+    from_matches(&Cli::command().try_get_matches_from(args)?)
+}
+
+fn from_matches(matches: &clap::ArgMatches) -> Result<(Cli, String), clap::Error> {
+    let name = matches.subcommand_name().unwrap_or_default().to_string();
+    Cli::from_arg_matches(matches).map(|cli| (cli, name))
+}
+
+/// The root command with the global options and no subcommand.
+fn small_root() -> clap::Command {
+    Root::command()
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+}
+
+/// The root of [`Cli`] without its subcommands (the same attributes).
+#[derive(Debug, Parser)]
+#[command(name = "porthold", version, about, after_help = EXIT_STATUS, help_expected = true, max_term_width = 100)]
+struct Root {
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// The first word of `args` that is not a global option (or its value): the
+/// subcommand's name. `None` when an unknown option or `--` comes first.
+fn subcommand_word(args: &[OsString]) -> Option<&str> {
+    const WITH_VALUE: [&str; 4] = ["--busy-timeout", "--color", "--data-dir", "--runtime-dir"];
+    const FLAGS: [&str; 4] = ["--json", "--quiet", "--verbose", "--help"];
+    let mut words = args.iter().skip(1);
+    while let Some(word) = words.next() {
+        let word = word.to_str()?;
+        if WITH_VALUE.contains(&word) {
+            words.next()?;
+        } else if WITH_VALUE
+            .iter()
+            .any(|o| word.strip_prefix(o).is_some_and(|r| r.starts_with('=')))
+            || FLAGS.contains(&word)
+            || word.strip_prefix('-').is_some_and(|shorts| {
+                !shorts.is_empty() && shorts.bytes().all(|b| b == b'q' || b == b'v')
+            })
+        {
+        } else if word.starts_with('-') {
+            return None;
+        } else {
+            return Some(word);
+        }
+    }
+    None
+}
+
+/// The subcommand `name` alone, as the whole tree builds it (but without its
+/// one-line about, which only help shows).
+fn one_subcommand(name: &str) -> Option<clap::Command> {
+    fn with<A: Args>(name: &'static str) -> clap::Command {
+        A::augment_args(clap::Command::new(name))
+    }
+    Some(match name {
+        "init" => with::<cmd::init::InitArgs>("init"),
+        "list" => with::<cmd::list::ListArgs>("list"),
+        "release" => with::<cmd::release::ReleaseArgs>("release"),
+        "reserve" => with::<cmd::reserve::ReserveArgs>("reserve"),
+        "show-data-dir" => clap::Command::new("show-data-dir"),
+        "show-path" => with::<cmd::show_path::ShowPathArgs>("show-path"),
+        "assert-data-dir" => with::<cmd::assert::AssertDataDirArgs>("assert-data-dir"),
+        "assert-port" => with::<cmd::assert::AssertPortArgs>("assert-port"),
+        "assert-reservation" => with::<cmd::assert::AssertReservationArgs>("assert-reservation"),
+        "autoclean" => with::<cmd::clean::AutocleanArgs>("autoclean"),
+        "autoreserve" => with::<cmd::group::AutoreserveArgs>("autoreserve"),
+        "completions" => with::<cmd::completions::CompletionsArgs>("completions"),
+        "exclude" => with::<cmd::exclude::ExcludeArgs>("exclude"),
+        "expire" => with::<cmd::clean::ExpireArgs>("expire"),
+        "list-projects" => with::<cmd::projects::ListProjectsArgs>("list-projects"),
+        "man" => with::<cmd::completions::ManArgs>("man"),
+        "migrate" => with::<cmd::migrate::MigrateArgs>("migrate"),
+        "port-info" => with::<cmd::scan::PortInfoArgs>("port-info"),
+        "prune" => with::<cmd::clean::PruneArgs>("prune"),
+        "reserve-group" => with::<cmd::group::ReserveGroupArgs>("reserve-group"),
+        "scan" => with::<cmd::scan::ScanArgs>("scan"),
+        "validate" => with::<cmd::validate::ValidateArgs>("validate"),
+        "run" => with::<cmd::run::RunArgs>("run"),
+        "ps" => with::<cmd::instances::PsArgs>("ps"),
+        "stop" => with::<cmd::instances::StopArgs>("stop"),
+        "url" => with::<cmd::instances::UrlArgs>("url"),
+        "wait" => with::<cmd::instances::WaitArgs>("wait"),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// A subcommand's parsing-relevant shape: everything but its about text
+    /// and its place in the root's help.
+    fn shape(sub: &clap::Command) -> String {
+        format!(
+            "{:?}",
+            sub.clone()
+                .display_order(0)
+                .about(None::<&str>)
+                .long_about(None::<&str>)
+        )
+    }
+
+    #[test]
+    fn each_subcommand_built_alone_is_the_one_in_the_whole_tree() {
+        let whole = Cli::command();
+        let mut seen = 0;
+        for sub in whole.get_subcommands() {
+            let alone = one_subcommand(sub.get_name())
+                .unwrap_or_else(|| panic!("`{}` cannot be built alone", sub.get_name()));
+            assert_eq!(shape(&alone), shape(sub), "`{}` differs", sub.get_name());
+            seen += 1;
+        }
+        assert_eq!(
+            seen, 27,
+            "a subcommand was added: build it alone in one_subcommand"
+        );
+        assert!(one_subcommand("no-such-command").is_none());
+    }
+
+    #[test]
+    fn the_small_root_is_the_whole_trees_root() {
+        let whole = Cli::command();
+        let small = small_root();
+        let args = |c: &clap::Command| {
+            c.get_arguments()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(args(&small), args(&whole));
+        assert_eq!(small.get_version(), whole.get_version());
+        assert_eq!(small.get_name(), whole.get_name());
+        assert_eq!(
+            small.is_subcommand_required_set(),
+            whole.is_subcommand_required_set()
+        );
+        assert_eq!(
+            small.is_arg_required_else_help_set(),
+            whole.is_arg_required_else_help_set()
+        );
+    }
+
+    #[test]
+    fn the_subcommand_word_skips_global_options_and_their_values() {
+        let word = |args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            subcommand_word(&args).map(str::to_string)
+        };
+        assert_eq!(word(&["porthold", "reserve"]).as_deref(), Some("reserve"));
+        assert_eq!(
+            word(&[
+                "porthold",
+                "--data-dir",
+                "run",
+                "-qv",
+                "--color=never",
+                "--json",
+                "ps"
+            ])
+            .as_deref(),
+            Some("ps")
+        );
+        assert_eq!(word(&["porthold", "--data-dir"]), None);
+        assert_eq!(word(&["porthold", "--bogus", "run"]), None);
+        assert_eq!(word(&["porthold", "--", "run"]), None);
+        assert_eq!(word(&["porthold", "-x", "run"]), None);
+    }
+
+    #[test]
+    fn parsing_with_one_subcommand_gives_what_the_whole_tree_gives() {
+        let cases: &[&[&str]] = &[
+            &["porthold", "reserve"],
+            &[
+                "porthold",
+                "reserve",
+                "--json",
+                "--busy-timeout",
+                "200ms",
+                "--tag",
+                "web",
+            ],
+            &["porthold", "--data-dir", "/d", "-qvv", "show-data-dir"],
+            &[
+                "porthold",
+                "--color=never",
+                "run",
+                "--ephemeral",
+                "--",
+                "sh",
+                "-c",
+                "exit 7",
+            ],
+            &["porthold", "run", "--name", "x", "--", "true", "--help"],
+            &["porthold", "list", "--json"],
+            &["porthold", "completions", "bash"],
+            &["porthold", "man"],
+            &["porthold", "stop", "--all"],
+            &["porthold", "wait", "web", "--timeout", "5s"],
+            &["porthold", "exclude", "9000-9010"],
+        ];
+        for case in cases {
+            let args: Vec<OsString> = case.iter().map(OsString::from).collect();
+            let whole = Cli::command()
+                .try_get_matches_from(&args)
+                .and_then(|m| from_matches(&m))
+                .map(|(cli, name)| format!("{name} {cli:?}"));
+            let small = parse(&args).map(|(cli, name)| format!("{name} {cli:?}"));
+            match (&whole, &small) {
+                (Ok(w), Ok(s)) => assert_eq!(w, s, "{case:?}"),
+                (Err(w), Err(s)) => assert_eq!(w.to_string(), s.to_string(), "{case:?}"),
+                _ => panic!("{case:?}: whole tree {whole:?}, one subcommand {small:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn help_and_errors_come_from_the_whole_tree() {
+        for case in [
+            &["porthold", "run", "--help"][..],
+            &["porthold", "reserve", "--no-such-flag"],
+            &["porthold", "help", "run"],
+            &["porthold", "resrve"],
+            &["porthold"],
+            &["porthold", "--help"],
+            &["porthold", "--version"],
+        ] {
+            let args: Vec<OsString> = case.iter().map(OsString::from).collect();
+            let whole = Cli::command().try_get_matches_from(&args).unwrap_err();
+            let small = parse(&args).unwrap_err();
+            assert_eq!(small.kind(), whole.kind(), "{case:?}");
+            assert_eq!(
+                small.render().to_string(),
+                whole.render().to_string(),
+                "{case:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_command_line_definition_is_consistent() {

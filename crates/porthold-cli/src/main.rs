@@ -12,17 +12,9 @@ mod stdout;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches};
-
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let parsed = cli::Cli::command()
-        .try_get_matches_from(&args)
-        .and_then(|matches| {
-            let name = matches.subcommand_name().unwrap_or_default().to_string();
-            cli::Cli::from_arg_matches(&matches).map(|cli| (cli, name))
-        });
-    let (cli, command) = match parsed {
+    let (cli, command) = match cli::parse(&args) {
         Ok(parsed) => parsed,
         Err(e) => return exit::report_usage(&e, json_requested(&args)),
     };

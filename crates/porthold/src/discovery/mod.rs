@@ -6,8 +6,10 @@
 //!   `flock(LOCK_EX)` on it for its whole lifetime and writes its pid, start
 //!   time, boot id and instance id into it (so a loser can name the winner
 //!   before any record exists).
-//! - `<name>.json`: the [`Record`], replaced atomically (temp file, fsync,
-//!   rename, fsync of the directory) so a reader never sees half a file.
+//! - `<name>.json`: the [`Record`], replaced atomically (temp file, then
+//!   rename) so a reader never sees half a file. Nothing is fsynced: the
+//!   runtime directory does not outlive the boot, so a record need not survive
+//!   a power loss.
 //!
 //! Liveness is decided by the lock first and the recorded process identity
 //! second (see [`probe`]); `kill(pid, 0)` is never used, so a recycled pid
