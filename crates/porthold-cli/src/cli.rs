@@ -236,6 +236,7 @@ fn one_subcommand(name: &str) -> Option<clap::Command> {
         "stop" => with::<cmd::instances::StopArgs>("stop"),
         "url" => with::<cmd::instances::UrlArgs>("url"),
         "wait" => with::<cmd::instances::WaitArgs>("wait"),
+        "pick" => with::<cmd::pick::PickArgs>("pick"),
         _ => return None,
     })
 }
