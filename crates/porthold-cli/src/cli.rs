@@ -269,7 +269,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(
-            seen, 27,
+            seen, 28,
             "a subcommand was added: build it alone in one_subcommand"
         );
         assert!(one_subcommand("no-such-command").is_none());
