@@ -80,7 +80,7 @@ pub enum Command {
     /// Print the resolved project path of a key.
     ShowPath(cmd::show_path::ShowPathArgs),
 
-    // Issue 4: the full registry.
+    // The full registry.
     /// Exit 0 if the data dir holds a registry (--validate: a sound one), else 1.
     AssertDataDir(cmd::assert::AssertDataDirArgs),
     /// Exit 0 if some key holds PORT, else 1.
@@ -114,7 +114,7 @@ pub enum Command {
     /// Check configuration files without touching the registry.
     Validate(cmd::validate::ValidateArgs),
 
-    // Issue 5: running servers.
+    // Running servers.
     /// Bind first, hand the bound socket to a server (LISTEN_FDS), wait until it is ready, publish it.
     Run(cmd::run::RunArgs),
     /// List live instances (name, key, pid, generation, state, listeners, uptime).

@@ -8,7 +8,7 @@ pub mod release;
 pub mod reserve;
 pub mod show_path;
 
-// Issue 4: the full registry.
+// The full registry.
 pub mod assert;
 pub mod clean;
 pub mod completions;
@@ -19,7 +19,7 @@ pub mod projects;
 pub mod scan;
 pub mod validate;
 
-// Issue 5: running servers.
+// Running servers.
 pub mod instances;
 pub mod run;
 

@@ -1,4 +1,4 @@
-//! Helpers for the issue-4 CLI tests (full registry), on top of `util`.
+//! Helpers for the CLI tests of the full registry, on top of `util`.
 #![allow(dead_code)]
 
 use std::path::Path;
