@@ -111,29 +111,47 @@ impl Drop for Spawner {
     }
 }
 
-/// One captured output stream: everything up to [`OUTPUT_LIMIT`] bytes (the
-/// latest bytes win), filled by a thread until the child's tree closes it.
-#[derive(Debug, Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<u8>>>);
+/// One captured output stream: everything up to its limit ([`OUTPUT_LIMIT`]
+/// by default; the latest bytes win), filled by a thread until the child's
+/// tree closes it.
+#[derive(Debug, Clone)]
+pub struct Output {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    limit: usize,
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Output::keeping(OUTPUT_LIMIT)
+    }
+}
 
 impl Output {
-    fn push(&self, bytes: &[u8]) {
-        let mut buf = lock(&self.0);
+    /// An output that keeps only its last `limit` bytes.
+    pub(crate) fn keeping(limit: usize) -> Output {
+        Output {
+            bytes: Arc::default(),
+            limit,
+        }
+    }
+
+    pub(crate) fn push(&self, bytes: &[u8]) {
+        let mut buf = lock(&self.bytes);
         buf.extend_from_slice(bytes);
-        if buf.len() > OUTPUT_LIMIT {
-            let cut = buf.len() - OUTPUT_LIMIT;
+        if buf.len() > self.limit {
+            let cut = buf.len() - self.limit;
             buf.drain(..cut);
         }
     }
 
     /// Everything captured so far (lossy UTF-8).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.0)).into_owned()
+        String::from_utf8_lossy(&lock(&self.bytes)).into_owned()
     }
 
     /// The last [`TAIL_BYTES`] captured, trimmed at the end.
     pub fn tail(&self) -> String {
-        let buf = lock(&self.0);
+        let buf = lock(&self.bytes);
         let start = buf.len().saturating_sub(TAIL_BYTES);
         String::from_utf8_lossy(&buf[start..])
             .trim_end()

@@ -48,6 +48,7 @@ use crate::activation::spawn::{self as spawner, Child, SpawnRequest};
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
+use crate::supervisor::generation::{Output, TAIL_BYTES};
 use crate::supervisor::launch::LaunchError;
 use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
@@ -55,8 +56,6 @@ use crate::supervisor::signals::{SignalAction, SignalSource};
 use crate::supervisor::tree;
 use crate::test_hooks;
 
-/// How much of the child's stderr is kept to explain a failed start.
-const TAIL_BYTES: usize = 4096;
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
 const TREE_GRACE: Duration = Duration::from_secs(2);
 /// A server's `STATUS=` updates reach the record at most this often.
@@ -135,33 +134,12 @@ enum Event {
 /// Shared between the reaper thread and the start: the main child's status once it exited.
 type ExitSlot = Arc<Mutex<Option<std::process::ExitStatus>>>;
 
-/// The last [`TAIL_BYTES`] of the child's stderr, while it is also copied to ours.
-#[derive(Clone, Default)]
-struct Tail(Arc<Mutex<Vec<u8>>>);
-
-impl Tail {
-    fn push(&self, bytes: &[u8]) {
-        let mut buf = lock(&self.0);
-        buf.extend_from_slice(bytes);
-        if buf.len() > TAIL_BYTES {
-            let cut = buf.len() - TAIL_BYTES;
-            buf.drain(..cut);
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.0))
-            .trim_end()
-            .to_string()
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Copies `from` to our stderr, keeping the tail; ends at EOF (the tree closed it).
-fn copy_stderr(from: OwnedFd, tail: Tail) -> thread::JoinHandle<()> {
+fn copy_stderr(from: OwnedFd, tail: Output) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut file = std::fs::File::from(from);
         let mut buf = [0u8; 8192];
@@ -226,7 +204,8 @@ struct RunSteps<'a> {
     status: Option<String>,
     env: Vec<(OsString, OsString)>,
     exit_slot: ExitSlot,
-    tail: Tail,
+    /// The last [`TAIL_BYTES`] of the child's stderr, to explain a failed start.
+    tail: Output,
     stderr_copier: Option<thread::JoinHandle<()>>,
     /// The server's process group once it is spawned (0 before), for forwarded signals.
     server_group: Arc<AtomicU32>,
@@ -643,7 +622,7 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
     // 3-5. Bind, spawn, readiness: the lifecycle decides.
     let lifecycle = Lifecycle::new();
     let exit_slot: ExitSlot = Arc::default();
-    let tail = Tail::default();
+    let tail = Output::keeping(TAIL_BYTES);
     let mut steps = RunSteps {
         options: &options,
         unix_files: &unix_files,
@@ -673,7 +652,7 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
             return Ok(code);
         }
         Err(error) => {
-            let tail_text = tail.text();
+            let tail_text = tail.tail();
             // A start that failed after the held port was released: if a
             // foreign process holds it now, that is the cause to report.
             if options.no_fds
@@ -706,7 +685,7 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
     }
 
     if options.no_fds
-        && let Err(err) = verify_no_fds_owner(&record, main_pid, &tail.text())
+        && let Err(err) = verify_no_fds_owner(&record, main_pid, &tail.tail())
     {
         tree::kill_tree_and_reap(main_pid, TREE_GRACE);
         return Err(err);
@@ -893,10 +872,10 @@ mod tests {
 
     #[test]
     fn the_tail_keeps_the_last_bytes() {
-        let tail = Tail::default();
+        let tail = Output::keeping(TAIL_BYTES);
         tail.push(&vec![b'a'; TAIL_BYTES]);
         tail.push(b"end");
-        let text = tail.text();
+        let text = tail.tail();
         assert_eq!(text.len(), TAIL_BYTES);
         assert!(text.ends_with("end"));
     }
