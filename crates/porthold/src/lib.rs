@@ -116,6 +116,7 @@ pub mod pool;
 #[cfg(feature = "registry")]
 pub mod registry;
 pub mod supervisor;
+mod sync;
 #[doc(hidden)]
 pub mod test_hooks;
 #[cfg(feature = "testing")]

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use super::session::{HEARTBEAT_INTERVAL, SessionId, out_frame};
 use super::{HANDOFF_FD_ENV, HANDOFF_ROLE_ENV};
 use crate::control::frame::{Frame, FrameError, FrameReader, send_frame};
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// A writer of an open session's frames, shareable between threads.
 #[derive(Debug, Clone)]
@@ -34,12 +35,6 @@ struct SenderInner {
     session: Mutex<Option<SessionId>>,
     /// Held while a frame is written, so frames never interleave.
     write: Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding these locks cannot leave their data half-updated
-    // (a plain value swap, or nothing), so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ChannelSender {

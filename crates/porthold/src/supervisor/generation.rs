@@ -46,6 +46,7 @@ use crate::activation::spawn::SpawnRequest;
 use crate::error::{Error, Result};
 use crate::identity::{self, ProcessHandle, ProcessIdentity};
 use crate::supervisor::tree;
+use crate::sync::lock;
 
 /// How much of each output stream a generation keeps in memory.
 pub const OUTPUT_LIMIT: usize = 1 << 20;
@@ -172,10 +173,6 @@ impl Output {
             }
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// What to start as a generation.

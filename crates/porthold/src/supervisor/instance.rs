@@ -54,6 +54,7 @@ use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartStep
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
 use crate::supervisor::signals::{SignalAction, SignalSource};
 use crate::supervisor::tree;
+use crate::sync::lock;
 use crate::test_hooks;
 
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
@@ -133,10 +134,6 @@ enum Event {
 
 /// Shared between the reaper thread and the start: the main child's status once it exited.
 type ExitSlot = Arc<Mutex<Option<std::process::ExitStatus>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Copies `from` to our stderr, keeping the tail; ends at EOF (the tree closed it).
 fn copy_stderr(from: OwnedFd, tail: Output) -> thread::JoinHandle<()> {

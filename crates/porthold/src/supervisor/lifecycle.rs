@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::supervisor::ready::ReadyOutcome;
+use crate::sync::lock;
 
 /// A cloneable, thread-safe cancellation flag that can be waited on.
 ///
@@ -80,7 +81,7 @@ impl CancelToken {
         self.inner.flag.store(true, Ordering::SeqCst);
         // Taking the lock after the store closes the lost-wakeup window: a waiter
         // either saw the flag under the lock, or is already parked on the condvar.
-        let _guard = lock_ignoring_poison(&self.inner.lock);
+        let _guard = lock(&self.inner.lock);
         self.inner.changed.notify_all();
     }
 
@@ -102,7 +103,7 @@ impl CancelToken {
     /// Blocks until the token is cancelled or `deadline` is reached; returns whether
     /// it is cancelled.
     pub fn wait_deadline(&self, deadline: Instant) -> bool {
-        let mut guard = lock_ignoring_poison(&self.inner.lock);
+        let mut guard = lock(&self.inner.lock);
         loop {
             if self.is_cancelled() {
                 return true;
@@ -528,7 +529,7 @@ impl Lifecycle {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        lock_ignoring_poison(&self.state)
+        lock(&self.state)
     }
 }
 
@@ -689,15 +690,6 @@ pub(crate) fn describe_status(status: std::process::ExitStatus) -> String {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => format!("wait status {:#x}", status.into_raw()),
-    }
-}
-
-fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic in another thread while holding the lock leaves a state that was
-    // still written whole (every write is a single assignment), so it is usable.
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
