@@ -310,6 +310,11 @@ pub fn ppid_of(pid: u32) -> Option<u32> {
     stat(pid).ok().flatten().map(|s| s.ppid)
 }
 
+/// Whether `pid` has exited (a zombie waiting to be reaped) or is gone.
+pub fn is_zombie(pid: u32) -> bool {
+    stat(pid).ok().flatten().is_none_or(|s| s.is_exited())
+}
+
 /// The pid namespace a process belongs to: the inode number of `/proc/<pid>/ns/pid`.
 ///
 /// `None` when unreadable (no permission, no such process, no namespace support).

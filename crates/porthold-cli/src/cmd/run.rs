@@ -250,7 +250,13 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         command: args.command,
         quiet: ctx.quiet,
     };
-    let code = instance::run(options, signals);
+    // porthold owns its server's whole tree: orphans of the tree are
+    // re-parented here and reaped, and the instance's end ends them too.
+    porthold::supervisor::reaper::adopt_orphans()?;
+    // The main thread lives as long as the instance: it can fork the server
+    // itself (the parent-death signal follows the forking thread).
+    let spawner = porthold::supervisor::Spawner::on_calling_thread();
+    let code = instance::run_with(options, signals, spawner);
     if let Some(port) = leased_port {
         release_own_lease(ctx, port);
     }

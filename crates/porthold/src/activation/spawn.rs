@@ -370,9 +370,17 @@ impl Prepared {
             libc::sigfillset(all.as_mut_ptr());
             libc::pthread_sigmask(libc::SIG_BLOCK, all.as_ptr(), previous.as_mut_ptr());
         }
+        // Until the new pid is recorded as owned, no orphan reaper may reap a
+        // child (this one could exit at once). The child never touches the lock.
+        let owner = crate::supervisor::reaper::ForkGuard::lock();
         // SAFETY: fork has no memory-safety preconditions; in the child only the
         // async-signal-safe code of `child_after_fork` runs, on memory prepared above.
         let pid = unsafe { libc::fork() };
+        if pid > 0 {
+            owner.owns(pid as u32);
+        } else if pid < 0 {
+            drop(owner);
+        }
         if pid != 0 {
             // SAFETY: restores the mask saved above (initialised by pthread_sigmask).
             unsafe {
@@ -597,18 +605,8 @@ impl Child {
     /// # Errors
     /// When `waitpid` fails (e.g. someone else reaped it: `ECHILD`).
     pub fn wait(&self) -> Result<std::process::ExitStatus> {
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
-            if r == self.pid as i32 {
-                return Ok(std::os::unix::process::ExitStatusExt::from_raw(status));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINTR) {
-                return Err(Error::io(format!("waiting for pid {}", self.pid), err));
-            }
-        }
+        crate::supervisor::reaper::reap_blocking(self.pid)
+            .map_err(|e| Error::io(format!("waiting for pid {}", self.pid), e))
     }
 
     /// Reaps the child if it has exited.
@@ -616,19 +614,8 @@ impl Child {
     /// # Errors
     /// When `waitpid` fails.
     pub fn try_wait(&self) -> Result<Option<std::process::ExitStatus>> {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-        match r {
-            0 => Ok(None),
-            r if r == self.pid as i32 => Ok(Some(std::os::unix::process::ExitStatusExt::from_raw(
-                status,
-            ))),
-            _ => Err(Error::io(
-                format!("waiting for pid {}", self.pid),
-                std::io::Error::last_os_error(),
-            )),
-        }
+        crate::supervisor::reaper::reap(self.pid)
+            .map_err(|e| Error::io(format!("waiting for pid {}", self.pid), e))
     }
 
     /// Sends `signal` to the child.

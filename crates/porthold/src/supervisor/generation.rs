@@ -55,11 +55,15 @@ pub const TAIL_BYTES: usize = 4096;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A thread that forks every child of its owner (see the module docs).
+/// Where the children of its owner are forked (see the module docs): one
+/// dedicated thread ([`Spawner::new`]), or the calling thread itself
+/// ([`Spawner::on_calling_thread`]) for an embedder whose calling thread
+/// outlives every child it starts (the main thread of `porthold run`).
 #[derive(Debug)]
 pub struct Spawner {
     jobs: Option<Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
+    inline: bool,
 }
 
 impl Spawner {
@@ -80,11 +84,26 @@ impl Spawner {
         Ok(Spawner {
             jobs: Some(jobs),
             thread: Some(thread),
+            inline: false,
         })
+    }
+
+    /// Forks on whichever thread asks. The parent-death signal then fires when
+    /// *that* thread ends: use it only where the thread that starts the
+    /// instance lives as long as the instance (a program's main thread).
+    pub fn on_calling_thread() -> Spawner {
+        Spawner {
+            jobs: None,
+            thread: None,
+            inline: true,
+        }
     }
 
     /// Runs `job` on the spawning thread and returns its result.
     fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        if self.inline {
+            return Ok(job());
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         let sent = self.jobs.as_ref().map(|jobs| {
             jobs.send(Box::new(move || {
@@ -159,14 +178,21 @@ impl Output {
             .to_string()
     }
 
-    fn capture(from: OwnedFd, into: Output) -> thread::JoinHandle<()> {
+    /// Fills `into` from `from` until EOF; with `echo`, also copies every
+    /// byte to this process's stderr.
+    fn capture(from: OwnedFd, into: Output, echo: bool) -> thread::JoinHandle<()> {
         thread::spawn(move || {
             let mut file = std::fs::File::from(from);
             let mut buf = [0u8; 8192];
             loop {
                 match file.read(&mut buf) {
                     Ok(0) => return,
-                    Ok(n) => into.push(&buf[..n]),
+                    Ok(n) => {
+                        into.push(&buf[..n]);
+                        if echo {
+                            let _ = std::io::Write::write_all(&mut std::io::stderr(), &buf[..n]);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
@@ -188,6 +214,23 @@ pub struct GenerationSpec {
     pub current_dir: Option<std::path::PathBuf>,
     /// Signals the child starts with ignored.
     pub ignored_signals: Vec<Signal>,
+    /// The signal the child gets when the spawning thread ends (`None`: SIGKILL).
+    pub parent_death_signal: Option<Signal>,
+    /// How the child's standard streams are connected.
+    pub stdio: GenerationStdio,
+}
+
+/// How a generation's standard streams are connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GenerationStdio {
+    /// stdin is `/dev/null`; stdout and stderr are captured in memory (up to
+    /// [`OUTPUT_LIMIT`] each): what a test wants.
+    #[default]
+    Captured,
+    /// stdin and stdout are the embedder's own; stderr is copied to the
+    /// embedder's stderr as it comes, and its last [`TAIL_BYTES`] are kept to
+    /// explain a failed start: what `porthold run` does.
+    Inherited,
 }
 
 /// One running (or exited, not yet dropped) child with its own process group.
@@ -213,23 +256,38 @@ impl Generation {
             rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
                 .map_err(|e| Error::io("creating an output pipe", e.into()))
         };
-        let (out_read, out_write) = pipe()?;
+        let captured = spec.stdio == GenerationStdio::Captured;
+        let (out_read, out_write) = if captured {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
         let (err_read, err_write) = pipe()?;
-        let devnull =
-            std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
-        let stdin: OwnedFd = devnull.into();
+        let stdin: Option<OwnedFd> = if captured {
+            let devnull =
+                std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
+            Some(devnull.into())
+        } else {
+            None
+        };
         let argv = match &spec.current_dir {
             Some(dir) => wrap_in_dir(dir, spec.argv),
             None => spec.argv,
         };
         let (sockets, env, ignored) = (spec.sockets, spec.env, spec.ignored_signals);
+        let death_signal = spec.parent_death_signal.unwrap_or(Signal::KILL);
         let spawned = spawner.run(move || -> Result<(u32, OwnedFd)> {
             let mut request = SpawnRequest::new(argv)
-                .stdin(stdin)
-                .stdout(out_write)
                 .stderr(err_write)
                 .new_process_group(true)
-                .parent_death_signal(Signal::KILL);
+                .parent_death_signal(death_signal);
+            if let Some(stdin) = stdin {
+                request = request.stdin(stdin);
+            }
+            if let Some(stdout) = out_write {
+                request = request.stdout(stdout);
+            }
             for (fd, name) in &sockets {
                 request = request.listener(fd.as_fd(), name);
             }
@@ -251,11 +309,15 @@ impl Generation {
         })??;
         let (pid, pidfd) = spawned;
         let stdout = Output::default();
-        let stderr = Output::default();
-        let copiers = vec![
-            Output::capture(out_read, stdout.clone()),
-            Output::capture(err_read, stderr.clone()),
-        ];
+        let stderr = if captured {
+            Output::default()
+        } else {
+            Output::keeping(TAIL_BYTES)
+        };
+        let mut copiers = vec![Output::capture(err_read, stderr.clone(), !captured)];
+        if let Some(out_read) = out_read {
+            copiers.push(Output::capture(out_read, stdout.clone(), false));
+        }
         Ok(Generation {
             pid,
             pidfd,
@@ -271,6 +333,11 @@ impl Generation {
         self.pid
     }
 
+    /// The child's pidfd: readable once the child has exited (for an event loop's `poll`).
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// Its captured stdout.
     pub fn stdout(&self) -> &Output {
         &self.stdout
@@ -284,13 +351,10 @@ impl Generation {
     /// The child's exit status once it exited (reaping it by its own pid), `None` while it runs.
     pub fn try_wait(&self) -> Option<ExitStatus> {
         let mut slot = lock(&self.status);
-        if slot.is_none() {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child's pid with a valid status pointer.
-            let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
-            if r == self.pid as i32 {
-                *slot = Some(std::os::unix::process::ExitStatusExt::from_raw(status));
-            }
+        if slot.is_none()
+            && let Ok(Some(status)) = super::reaper::reap(self.pid)
+        {
+            *slot = Some(status);
         }
         *slot
     }
@@ -334,7 +398,22 @@ impl Generation {
     /// Descendants are signalled through pidfds opened for their exact
     /// identity, so a pid reused meanwhile is never touched. See the module
     /// docs for what this can miss.
+    ///
+    /// When the child had already exited, whatever is left of its process
+    /// group gets `stop_signal` and the grace period before SIGKILL.
     pub fn stop(&self, stop_signal: Signal, grace: Duration) -> ExitStatus {
+        if let Some(status) = self.try_wait() {
+            if group_alive(self.pid) {
+                tree::signal_group(self.pid, stop_signal);
+                let deadline = Instant::now() + grace;
+                while group_alive(self.pid) && Instant::now() < deadline {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                tree::signal_group(self.pid, Signal::KILL);
+            }
+            self.join_output();
+            return status;
+        }
         let mut known = self.tree_members();
         self.signal(stop_signal);
         for member in &known {
@@ -414,6 +493,12 @@ impl Generation {
             .filter_map(|id| ProcessHandle::open(id).ok().flatten())
             .collect()
     }
+}
+
+/// Whether any process (a zombie included) is still in process group `pgid`.
+fn group_alive(pgid: u32) -> bool {
+    rustix::process::Pid::from_raw(pgid as i32)
+        .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
 }
 
 fn merge(known: &mut Vec<ProcessHandle>, more: Vec<ProcessHandle>) {

@@ -32,8 +32,6 @@
 //! subreaper and adopts the tree's orphans).
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -44,14 +42,15 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
-use crate::activation::spawn::{self as spawner, Child, SpawnRequest};
+use crate::activation::spawn as spawner;
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
-use crate::supervisor::generation::{Output, TAIL_BYTES};
+use crate::supervisor::generation::{Generation, GenerationSpec, GenerationStdio, Output, Spawner};
 use crate::supervisor::launch::LaunchError;
-use crate::supervisor::lifecycle::{CancelToken, Lifecycle, StartError, StartSteps};
+use crate::supervisor::lifecycle::{Boundary, CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
+use crate::supervisor::reaper;
 use crate::supervisor::signals::{SignalAction, SignalSource};
 use crate::supervisor::tree;
 use crate::sync::lock;
@@ -121,42 +120,20 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     })
 }
 
-/// What the reaper and the signal thread tell the main loop.
+/// What the generation watchers and the signal thread tell the serving loop.
 #[derive(Debug)]
 enum Event {
-    /// The main child exited with this raw wait status.
-    ChildExited(std::process::ExitStatus),
+    /// The generation with this number exited (reap it to learn its status).
+    ChildExited(u64),
     /// porthold received this stop request.
     Signal(Signal),
     /// A message arrived on the notify socket (sender not checked yet).
     Notify(NotifyMessage),
 }
 
-/// Shared between the reaper thread and the start: the main child's status once it exited.
-type ExitSlot = Arc<Mutex<Option<std::process::ExitStatus>>>;
-
-/// Copies `from` to our stderr, keeping the tail; ends at EOF (the tree closed it).
-fn copy_stderr(from: OwnedFd, tail: Output) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        let mut file = std::fs::File::from(from);
-        let mut buf = [0u8; 8192];
-        loop {
-            match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    tail.push(&buf[..n]);
-                    let _ = std::io::stderr().write_all(&buf[..n]);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    })
-}
-
-/// The Unix socket files the instance bound, removed on every way out of
-/// [`run`] if each is still the socket bound then (same device and inode): a
-/// file that someone replaced meanwhile is theirs.
+/// The Unix socket files the instance bound, removed when the instance ends
+/// (however it ends) if each is still the socket bound then (same device and
+/// inode): a file that someone replaced meanwhile is theirs.
 #[derive(Default)]
 struct UnixSocketFiles(Mutex<Vec<(PathBuf, (u64, u64))>>);
 
@@ -188,89 +165,319 @@ impl Drop for UnixSocketFiles {
     }
 }
 
-/// The start's steps, for [`Lifecycle::start`].
-struct RunSteps<'a> {
-    options: &'a RunOptions,
-    unix_files: &'a UnixSocketFiles,
-    publisher: &'a mut Publisher,
-    record: Option<Record>,
-    /// With `--no-fds`: the sockets holding the ports until just before the spawn.
-    held: Vec<BoundSocket>,
+/// One generation of an instance: its number (1 for the first child, n+1
+/// after each new start on the same sockets) and its child.
+#[derive(Debug)]
+pub struct Running {
+    /// The generation's number.
+    pub number: u64,
+    /// The child.
+    pub generation: Generation,
+}
+
+/// An instance: the name lock and discovery record, the bound sockets, the
+/// notify socket, and its generations, for the instance's whole life.
+///
+/// The sockets are bound once, by the first [`Instance::start`], and held
+/// until the instance ends: every later generation gets duplicates of the
+/// same open file descriptions, so the kernel keeps queueing connections in
+/// one backlog whichever generation is accepting.
+///
+/// Everything an instance does is scoped to its own generations (their
+/// process groups and descendants, waited for by their own pids): several
+/// instances can live in one process. The one exception is an embedder that
+/// called [`reaper::adopt_orphans`]: there the end of an instance also ends
+/// every process re-parented to the embedder (what `porthold run` does).
+pub struct Instance {
+    options: RunOptions,
+    spawner: Spawner,
+    publisher: Option<Publisher>,
     notify: Option<Arc<NotifyServer>>,
+    unix_files: UnixSocketFiles,
+    /// The bound sockets (with `no_fds`, held only until the spawn).
+    sockets: Vec<BoundSocket>,
+    record: Option<Record>,
+    /// The child environment besides `LISTEN_*`, fixed at the first bind.
+    env: Vec<(OsString, OsString)>,
     /// The latest `STATUS=` an allowed sender sent before ready.
     status: Option<String>,
-    env: Vec<(OsString, OsString)>,
-    exit_slot: ExitSlot,
-    /// The last [`TAIL_BYTES`] of the child's stderr, to explain a failed start.
-    tail: Output,
-    stderr_copier: Option<thread::JoinHandle<()>>,
-    /// The server's process group once it is spawned (0 before), for forwarded signals.
+    generations: Vec<Running>,
+    /// The process group signals are forwarded to (0: none yet).
     server_group: Arc<AtomicU32>,
-    /// Signals the server starts with ignored.
     ignored_in_child: Vec<Signal>,
 }
 
-/// What [`RunSteps::bind`] produces: the sockets passed to the child (empty with `--no-fds`).
-struct Bound {
-    sockets: Vec<BoundSocket>,
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("name", &self.options.name)
+            .field("generations", &self.generations)
+            .finish_non_exhaustive()
+    }
 }
 
-/// Reaps the main child if it exited (only this pid: a `cmd:` readiness probe
-/// is our child too and its own waiter must get its status), recording it.
-fn poll_main(pid: u32, slot: &ExitSlot) -> Option<std::process::ExitStatus> {
-    let mut guard = lock(slot);
-    if guard.is_none() {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if r == pid as i32 {
-            *guard = Some(std::os::unix::process::ExitStatusExt::from_raw(status));
+impl Instance {
+    /// Takes the instance's name (waiting briefly for a predecessor that is
+    /// ending) and, for `notify` readiness, binds its notify socket. Binds no
+    /// listening socket yet: [`Instance::start`] does.
+    ///
+    /// # Errors
+    /// [`Error::NameTaken`] when another live instance holds the name; I/O
+    /// errors of the runtime directory or the notify socket.
+    pub fn open(options: RunOptions, spawner: Spawner) -> Result<Instance> {
+        discovery::ensure_runtime_dir(&options.runtime_dir)?;
+        let instance_id = discovery::new_instance_id()?;
+        let publisher = Publisher::acquire_for_key(
+            &options.runtime_dir,
+            &options.name,
+            &instance_id,
+            &options.key,
+            discovery::DEFAULT_LOCK_RETRY,
+        )?;
+        // The notify socket is named after the instance: only the lock holder
+        // binds it, replacing one a killed predecessor left behind, so they never
+        // pile up. It lives as long as the instance (STATUS=, STOPPING=1 … after READY=1).
+        let notify = match options.ready {
+            ReadyMode::Notify { .. } => Some(Arc::new(NotifyServer::bind_at(
+                &options.runtime_dir.join(format!("{}.notify", options.name)),
+            )?)),
+            _ => None,
+        };
+        Ok(Instance {
+            options,
+            spawner,
+            publisher: Some(publisher),
+            notify,
+            unix_files: UnixSocketFiles::default(),
+            sockets: Vec::new(),
+            record: None,
+            env: Vec::new(),
+            status: None,
+            generations: Vec::new(),
+            server_group: Arc::default(),
+            ignored_in_child: Vec::new(),
+        })
+    }
+
+    /// The options the instance was opened with.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// The instance's generations, oldest first.
+    pub fn generations(&self) -> &[Running] {
+        &self.generations
+    }
+
+    /// The current (newest) generation.
+    pub fn current(&self) -> Option<&Running> {
+        self.generations.last()
+    }
+
+    /// The record as last published (`None` before the first bind).
+    pub fn record(&self) -> Option<&Record> {
+        self.record.as_ref()
+    }
+
+    /// Signals every generation starts with ignored (SIGHUP under `nohup`).
+    pub fn set_ignored_in_child(&mut self, signals: Vec<Signal>) {
+        self.ignored_in_child = signals;
+    }
+
+    fn publisher(&mut self) -> Result<&mut Publisher> {
+        self.publisher.as_mut().ok_or_else(|| Error::Launch {
+            message: "internal error: the instance has ended".into(),
+        })
+    }
+
+    /// Starts a generation and waits for its readiness, under the
+    /// [`Lifecycle`] rules (`cancel` is checked before every step and in the
+    /// same critical section as the commit to running). The first start binds
+    /// the sockets and publishes the record as `starting`; on success the
+    /// record says `ready` with the new generation's pid. Returns the
+    /// generation's number.
+    ///
+    /// # Errors
+    /// [`StartError::Cancelled`] for a cancelled start; otherwise the start's
+    /// failure (bind conflicts, spawn failures, an early exit, a readiness
+    /// timeout, a port stolen with `no_fds`), the child killed and reaped.
+    pub fn start(
+        &mut self,
+        cancel: &CancelToken,
+        observer: &mut dyn FnMut(Boundary),
+    ) -> std::result::Result<u64, StartFailure> {
+        let lifecycle = Lifecycle::new();
+        let number = self.generations.last().map_or(1, |g| g.number + 1);
+        let mut steps = GenerationStart {
+            instance: self,
+            tail: None,
+        };
+        let started = lifecycle.start(cancel, &mut steps, observer);
+        let tail = steps.tail.take().map(|t| t.tail()).unwrap_or_default();
+        let started = match started {
+            Ok(started) => started,
+            Err(StartError::Cancelled { .. }) => return Err(StartFailure::Cancelled),
+            Err(error) => {
+                // A start that failed after the held port was released: if a
+                // foreign process holds it now, that is the cause to report.
+                if self.options.no_fds
+                    && let Some(record) = &self.record
+                    && let Err(Error::Start(stolen)) = verify_no_fds_owner(record, 0, &tail)
+                    && matches!(*stolen, LaunchError::PortStolen { .. })
+                {
+                    return Err(StartFailure::Failed(Error::Start(stolen)));
+                }
+                let message = error.to_string();
+                return Err(StartFailure::Failed(match Error::from(error) {
+                    Error::Launch { .. } => Error::Launch {
+                        message: with_tail(message, &tail),
+                    },
+                    other => other,
+                }));
+            }
+        };
+        let generation = started.child;
+        let pid = generation.pid();
+        if self.options.no_fds
+            && let Some(record) = &self.record
+            && let Err(err) = verify_no_fds_owner(record, pid, &tail)
+        {
+            generation.stop(Signal::TERM, TREE_GRACE);
+            return Err(StartFailure::Failed(err));
+        }
+        self.generations.push(Running { number, generation });
+        let status = self.status.take();
+        let mut record = self.record.take().ok_or_else(|| {
+            StartFailure::Failed(Error::Launch {
+                message: "internal error: no record after bind".into(),
+            })
+        })?;
+        if status.is_some() {
+            record.status = status;
+        }
+        record.state = RecordState::Ready;
+        record.child_pid = Some(pid);
+        record.pgid = Some(pid);
+        record.generation = number;
+        let published = self.publisher().and_then(|p| p.publish(&record));
+        self.record = Some(record);
+        published.map_err(StartFailure::Failed)?;
+        Ok(number)
+    }
+
+    /// Publishes the record as it is now (best effort for status updates).
+    fn republish(&mut self) -> Result<()> {
+        let Some(record) = self.record.take() else {
+            return Ok(());
+        };
+        let result = self.publisher().and_then(|p| p.publish(&record));
+        self.record = Some(record);
+        result
+    }
+
+    /// Ends the instance: stops every generation still running (`stop_signal`,
+    /// then SIGKILL after `grace`), ends what is left of their process groups,
+    /// and, for an embedder that adopts orphans, every process re-parented to
+    /// it; then removes the record and releases the name.
+    ///
+    /// # Errors
+    /// When the record cannot be removed.
+    pub fn finish(mut self, stop_signal: Signal, grace: Duration) -> Result<()> {
+        self.end_generations(stop_signal, grace);
+        match self.publisher.take() {
+            Some(publisher) => publisher.finish(),
+            None => Ok(()),
         }
     }
-    *guard
+
+    fn end_generations(&mut self, stop_signal: Signal, grace: Duration) {
+        self.server_group.store(0, Ordering::SeqCst);
+        for running in self.generations.drain(..) {
+            running.generation.stop(stop_signal, grace);
+        }
+        if reaper::adopts_orphans() {
+            tree::end_descendants(grace);
+        }
+    }
 }
 
-impl StartSteps for RunSteps<'_> {
-    type Sockets = Bound;
-    type Child = Child;
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.generations.is_empty() || reaper::adopts_orphans() {
+            self.end_generations(Signal::TERM, TREE_GRACE);
+        }
+        if let Some(server) = &self.notify {
+            server.remove_file();
+        }
+    }
+}
 
-    fn bind(&mut self) -> Result<Bound> {
-        let mut sockets = Vec::with_capacity(self.options.listen.len());
-        for spec in &self.options.listen {
-            let socket = crate::net::listen::bind(spec, self.options.backlog)?;
-            self.unix_files.remember(&socket);
+/// How [`Instance::start`] failed.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// The start was cancelled (no generation runs; the record never said ready).
+    Cancelled,
+    /// The start failed; the child, if one was spawned, is killed and reaped.
+    Failed(Error),
+}
+
+impl From<Error> for StartFailure {
+    fn from(error: Error) -> Self {
+        StartFailure::Failed(error)
+    }
+}
+
+/// The start's steps, for [`Lifecycle::start`].
+struct GenerationStart<'a> {
+    instance: &'a mut Instance,
+    /// The new child's stderr tail, to explain a failed start.
+    tail: Option<Output>,
+}
+
+impl StartSteps for GenerationStart<'_> {
+    type Sockets = ();
+    type Child = Generation;
+
+    fn bind(&mut self) -> Result<()> {
+        let instance = &mut *self.instance;
+        if instance.record.is_some() {
+            // A later generation: the sockets are the instance's, bound already.
+            return Ok(());
+        }
+        let mut sockets = Vec::with_capacity(instance.options.listen.len());
+        for spec in &instance.options.listen {
+            let socket = crate::net::listen::bind(spec, instance.options.backlog)?;
+            instance.unix_files.remember(&socket);
             sockets.push(socket);
         }
         let listeners = sockets.iter().map(discovery_listener).collect();
+        let publisher = instance.publisher.as_mut().ok_or_else(|| Error::Launch {
+            message: "internal error: the instance has ended".into(),
+        })?;
         let mut record = Record::new(
-            &self.options.name,
-            self.publisher.instance_id(),
-            self.options.key.clone(),
+            &instance.options.name,
+            publisher.instance_id(),
+            instance.options.key.clone(),
             listeners,
         )?;
         record.state = RecordState::Starting;
         record.drain_timeout_ms =
-            Some(u64::try_from(self.options.drain_timeout.as_millis()).unwrap_or(u64::MAX));
-        self.publisher.publish(&record)?;
-        self.record = Some(record);
-        self.env = child_env(
-            self.options,
+            Some(u64::try_from(instance.options.drain_timeout.as_millis()).unwrap_or(u64::MAX));
+        publisher.publish(&record)?;
+        instance.env = child_env(
+            &instance.options,
             &sockets,
-            self.publisher.instance_id(),
-            self.notify.as_deref(),
+            publisher.instance_id(),
+            instance.notify.as_deref(),
         );
-        if self.options.no_fds {
-            self.held = sockets;
-            Ok(Bound {
-                sockets: Vec::new(),
-            })
-        } else {
-            Ok(Bound { sockets })
-        }
+        instance.record = Some(record);
+        instance.sockets = sockets;
+        Ok(())
     }
 
-    fn spawn(&mut self, bound: &Bound) -> Result<Child> {
-        let ports: Vec<(String, u16)> = self
+    fn spawn(&mut self, _: &()) -> Result<Generation> {
+        let instance = &mut *self.instance;
+        let ports: Vec<(String, u16)> = instance
             .record
             .as_ref()
             .map(|r| {
@@ -280,68 +487,76 @@ impl StartSteps for RunSteps<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        let argv = spawner::substitute_ports(&self.options.command, &ports)?;
-        let (stderr_read, stderr_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| Error::io("creating the stderr pipe", e.into()))?;
-        let mut request = SpawnRequest::new(argv);
-        for socket in &bound.sockets {
-            request = request.listener(socket.fd.as_fd(), &socket.name);
+        let argv = spawner::substitute_ports(&instance.options.command, &ports)?;
+        let mut sockets = Vec::new();
+        if !instance.options.no_fds {
+            for socket in &instance.sockets {
+                let fd = socket
+                    .fd
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicating a listening socket", e))?;
+                sockets.push((fd, socket.name.clone()));
+            }
         }
-        for (k, v) in &self.env {
-            request = request.env(k, v);
-        }
-        request = request
-            .stderr(stderr_write)
-            .new_process_group(true)
-            .parent_death_signal(Signal::TERM);
-        for &signal in &self.ignored_in_child {
-            request = request.ignore_signal(signal);
-        }
-        // --no-fds: the port is free from here until the child binds it. The test
-        // hook widens this window so a test can race a thief into it.
-        self.held.clear();
-        if self.options.no_fds {
+        let spec = GenerationSpec {
+            argv,
+            sockets,
+            env: instance.env.clone(),
+            current_dir: None,
+            ignored_signals: instance.ignored_in_child.clone(),
+            parent_death_signal: Some(Signal::TERM),
+            stdio: GenerationStdio::Inherited,
+        };
+        if instance.options.no_fds {
+            // The port is free from here until the child binds it. The test
+            // hook widens this window so a test can race a thief into it.
+            instance.sockets.clear();
             test_hooks::pause("run.no-fds-window");
         }
-        let child = request.spawn()?;
-        self.server_group.store(child.pid(), Ordering::SeqCst);
+        let generation = Generation::spawn(&instance.spawner, spec)?;
+        self.tail = Some(generation.stderr().clone());
+        instance
+            .server_group
+            .store(generation.pid(), Ordering::SeqCst);
         // The server leads its own group: record it at once, so whoever takes
         // the name after this launcher died by SIGKILL can end what is left of
         // the tree (until then, the parent-death signal covers the child). A
         // failed republish leaves only that fallback, so it does not fail the start.
-        if let Some(record) = self.record.as_mut() {
-            record.pgid = Some(child.pid());
-            let _ = self.publisher.publish(record);
+        if let Some(record) = instance.record.as_mut()
+            && instance.generations.is_empty()
+        {
+            record.pgid = Some(generation.pid());
+            let _ = instance.republish();
         }
-        self.stderr_copier = Some(copy_stderr(stderr_read, self.tail.clone()));
-        Ok(child)
+        Ok(generation)
     }
 
-    fn wait_ready(&mut self, child: &mut Child, cancel: &CancelToken) -> ReadyOutcome {
-        let exit_slot = self.exit_slot.clone();
+    fn wait_ready(&mut self, child: &mut Generation, cancel: &CancelToken) -> ReadyOutcome {
+        let instance = &mut *self.instance;
+        let child: &Generation = child;
         let main_pid = child.pid();
-        let mut child_exited = move || poll_main(main_pid, &exit_slot);
-        let address = self
+        let mut child_exited = || child.try_wait();
+        let address = instance
             .record
             .as_ref()
             .and_then(|r| r.listeners.iter().find_map(|l| l.socket_addr()))
             .map(ready::probe_address);
-        let mut probe = ProbeOptions::new(address, self.options.ready_timeout);
-        probe.cmd_env = self.env.clone();
-        match &self.options.ready {
+        let mut probe = ProbeOptions::new(address, instance.options.ready_timeout);
+        probe.cmd_env = instance.env.clone();
+        match &instance.options.ready {
             // The socket accepted into its backlog before the spawn: ready now,
             // even if the server has already finished (its exit code is the answer).
             ReadyMode::Listen if cancel.is_cancelled() => ReadyOutcome::Cancelled,
             ReadyMode::Listen => ReadyOutcome::Ready,
-            ReadyMode::Notify { .. } => match &self.notify {
+            ReadyMode::Notify { .. } => match &instance.notify {
                 Some(server) => wait_notify(
                     server,
-                    self.options.notify_access,
-                    child.pid(),
-                    self.options.ready_timeout,
+                    instance.options.notify_access,
+                    main_pid,
+                    instance.options.ready_timeout,
                     cancel,
                     &mut child_exited,
-                    &mut self.status,
+                    &mut instance.status,
                 ),
                 None => ReadyOutcome::TimedOut {
                     waited: Duration::ZERO,
@@ -358,14 +573,11 @@ impl StartSteps for RunSteps<'_> {
         }
     }
 
-    fn abort(&mut self, child: Child) -> Option<std::process::ExitStatus> {
-        self.server_group.store(0, Ordering::SeqCst);
-        let reaped = tree::kill_tree_and_reap(child.pid(), TREE_GRACE);
-        let mut slot = lock(&self.exit_slot);
-        if let Some((_, status)) = reaped.iter().find(|(pid, _)| *pid == child.pid()) {
-            *slot = Some(*status);
+    fn abort(&mut self, child: Generation) -> Option<std::process::ExitStatus> {
+        if self.instance.generations.is_empty() {
+            self.instance.server_group.store(0, Ordering::SeqCst);
         }
-        *slot
+        Some(child.stop(Signal::TERM, TREE_GRACE))
     }
 }
 
@@ -417,49 +629,6 @@ fn wait_notify(
             Err(e) => ignored = Some(e.to_string()),
         }
     }
-}
-
-/// Waits (bounded) until the reaper has recorded the main child's status.
-fn wait_slot(slot: &ExitSlot, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = *lock(slot) {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// The reaper, once the server runs: `waitpid(-1)` until no child is left,
-/// reaping re-parented orphans as they die and reporting the main child.
-/// (Started only after readiness: a `cmd:` probe's status must reach its own waiter.)
-fn start_reaper(main_pid: u32, events: Sender<Event>, slot: ExitSlot) {
-    thread::spawn(move || {
-        loop {
-            if let Some(status) = *lock(&slot) {
-                let _ = events.send(Event::ChildExited(status));
-                return;
-            }
-            let mut status = 0;
-            // SAFETY: waitpid with a valid status pointer.
-            let r = unsafe { libc::waitpid(-1, &mut status, 0) };
-            if r < 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return; // ECHILD: nothing left to wait for.
-            }
-            if r as u32 == main_pid {
-                let status = std::os::unix::process::ExitStatusExt::from_raw(status);
-                *lock(&slot) = Some(status);
-                let _ = events.send(Event::ChildExited(status));
-                return;
-            }
-        }
-    });
 }
 
 /// The record's description of a bound socket.
@@ -553,12 +722,29 @@ fn verify_no_fds_owner(record: &Record, main_pid: u32, stderr_tail: &str) -> Res
 /// the process received ([`signals::SignalWatcher`](crate::supervisor::signals::SignalWatcher)
 /// for a launcher process).
 ///
+/// The generation is forked from a dedicated [`Spawner`] thread; the instance
+/// installs no signal handler and does not make the process a subreaper (an
+/// embedder that wants orphans reaped calls [`reaper::adopt_orphans`] first).
+///
 /// # Errors
 /// Before the child started: [`Error::NameTaken`] (exit 3), bind conflicts
 /// ([`Error::PortInUse`]-like conflicts, exit 3), invalid options (exit 2),
 /// [`Error::Launch`] for a spawn failure, an early exit, a readiness timeout
 /// or a stolen port (exit 8, the child killed and reaped).
-pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Result<i32> {
+pub fn run(options: RunOptions, signals: impl SignalSource + 'static) -> Result<i32> {
+    run_with(options, signals, Spawner::new()?)
+}
+
+/// [`run`] with the given [`Spawner`] (`porthold run` forks from its main
+/// thread, which outlives the instance: [`Spawner::on_calling_thread`]).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(
+    options: RunOptions,
+    mut signals: impl SignalSource + 'static,
+    spawner: Spawner,
+) -> Result<i32> {
     // 1. Signals: the embedder caught them before anything else; one thread
     // turns them into cancellation, events and forwarded signals.
     let ignored_in_child = signals.ignored_in_child();
@@ -594,134 +780,75 @@ pub fn run(options: RunOptions, mut signals: impl SignalSource + 'static) -> Res
     }
 
     // 2. The name.
-    discovery::ensure_runtime_dir(&options.runtime_dir)?;
-    let instance_id = discovery::new_instance_id()?;
-    let mut publisher = Publisher::acquire_for_key(
-        &options.runtime_dir,
-        &options.name,
-        &instance_id,
-        &options.key,
-        discovery::DEFAULT_LOCK_RETRY,
-    )?;
-    tree::become_subreaper()?;
-    // The notify socket is named after the instance: only the lock holder binds
-    // it, replacing one a killed predecessor left behind, so they never pile up.
-    // It lives as long as the instance (STATUS=, STOPPING=1 … after READY=1).
-    let notify = match options.ready {
-        ReadyMode::Notify { .. } => Some(Arc::new(NotifyServer::bind_at(
-            &options.runtime_dir.join(format!("{}.notify", options.name)),
-        )?)),
-        _ => None,
-    };
-    let _notify_file = NotifyFile(notify.clone());
-    let unix_files = UnixSocketFiles::default();
+    let mut instance = Instance::open(options, spawner)?;
+    instance.server_group = server_group;
+    instance.set_ignored_in_child(ignored_in_child);
 
     // 3-5. Bind, spawn, readiness: the lifecycle decides.
-    let lifecycle = Lifecycle::new();
-    let exit_slot: ExitSlot = Arc::default();
-    let tail = Output::keeping(TAIL_BYTES);
-    let mut steps = RunSteps {
-        options: &options,
-        unix_files: &unix_files,
-        publisher: &mut publisher,
-        record: None,
-        held: Vec::new(),
-        notify: notify.clone(),
-        status: None,
-        env: Vec::new(),
-        exit_slot: exit_slot.clone(),
-        tail: tail.clone(),
-        stderr_copier: None,
-        server_group: server_group.clone(),
-        ignored_in_child,
-    };
-    let started = lifecycle.start(&cancel, &mut steps, &mut |boundary| {
+    let started = instance.start(&cancel, &mut |boundary| {
         test_hooks::pause(&format!("run.{boundary:?}"));
     });
-    let signal_code = |first: &Arc<Mutex<Option<Signal>>>| lock(first).map(|s| 128 + s.as_raw());
-    let started = match started {
-        Ok(started) => started,
-        Err(StartError::Cancelled { .. }) => {
+    match started {
+        Ok(_) => {}
+        Err(StartFailure::Cancelled) => {
             // A signal (the only canceller here) ended the start: exit 128+signal.
-            let code = signal_code(&first_signal).unwrap_or(130);
-            drop(steps);
-            publisher.finish()?;
+            let code = lock(&first_signal).map_or(130, |s| 128 + s.as_raw());
+            instance.finish(Signal::TERM, TREE_GRACE)?;
             return Ok(code);
         }
-        Err(error) => {
-            let tail_text = tail.tail();
-            // A start that failed after the held port was released: if a
-            // foreign process holds it now, that is the cause to report.
-            if options.no_fds
-                && let Some(record) = &steps.record
-                && let Err(Error::Start(stolen)) = verify_no_fds_owner(record, 0, &tail_text)
-                && matches!(*stolen, LaunchError::PortStolen { .. })
-            {
-                return Err(Error::Start(stolen));
-            }
-            let message = error.to_string();
-            let err = match Error::from(error) {
-                Error::Launch { .. } => Error::Launch {
-                    message: with_tail(message, &tail_text),
-                },
-                other => other,
-            };
-            return Err(err);
-        }
+        Err(StartFailure::Failed(error)) => return Err(error),
+    }
+    let Some(current) = instance.current() else {
+        return Err(Error::Launch {
+            message: "internal error: no generation after a start".into(),
+        });
     };
-    let child = started.child;
-    let main_pid = child.pid();
-    start_reaper(main_pid, events.clone(), exit_slot.clone());
-    let mut record = steps.record.take().ok_or_else(|| Error::Launch {
-        message: "internal error: no record after bind".into(),
-    })?;
-    record.status = steps.status.take();
-    drop(steps);
-    if let Some(server) = &notify {
+    let main_pid = current.generation.pid();
+    watch_exit(current, events.clone())?;
+    if let Some(server) = &instance.notify {
         forward_notify_messages(server.clone(), events.clone());
     }
 
-    if options.no_fds
-        && let Err(err) = verify_no_fds_owner(&record, main_pid, &tail.tail())
-    {
-        tree::kill_tree_and_reap(main_pid, TREE_GRACE);
-        return Err(err);
-    }
-
     // 6. Ready.
-    record.state = RecordState::Ready;
-    record.child_pid = Some(main_pid);
-    publisher.publish(&record)?;
-    if !options.quiet {
-        let url = record.url("http").unwrap_or_else(|| options.name.clone());
-        eprintln!("porthold: {} ready on {url} (pid {main_pid})", options.name);
+    if !instance.options.quiet
+        && let Some(record) = instance.record()
+    {
+        let name = &instance.options.name;
+        let url = record.url("http").unwrap_or_else(|| name.clone());
+        eprintln!("porthold: {name} ready on {url} (pid {main_pid})");
     }
 
     // 7. Serve until the child ends; forward signals.
-    let status = supervise(
-        &options,
-        main_pid,
-        &inbox,
-        &exit_slot,
-        &mut publisher,
-        &mut record,
-    );
-    server_group.store(0, Ordering::SeqCst);
-    tree::kill_tree_and_reap(main_pid, TREE_GRACE);
-    publisher.finish()?;
+    let status = supervise(&mut instance, &inbox);
+    instance.finish(Signal::TERM, TREE_GRACE)?;
     Ok(exit_code(status))
 }
 
-/// Removes the instance's notify socket file on every way out of [`run`] (the
-/// receiving thread keeps its own handle to the socket).
-struct NotifyFile(Option<Arc<NotifyServer>>);
-
-impl Drop for NotifyFile {
-    fn drop(&mut self) {
-        if let Some(server) = &self.0 {
-            server.remove_file();
-        }
-    }
+/// Sends [`Event::ChildExited`] once `running`'s child has exited (its pidfd
+/// becomes readable); the serving loop then reaps it by its pid.
+fn watch_exit(running: &Running, events: Sender<Event>) -> Result<()> {
+    let pidfd = running
+        .generation
+        .pidfd()
+        .try_clone_to_owned()
+        .map_err(|e| Error::io("duplicating a pidfd", e))?;
+    let number = running.number;
+    thread::Builder::new()
+        .name("porthold-watch".into())
+        .spawn(move || {
+            use rustix::event::{PollFd, PollFlags, poll};
+            loop {
+                let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+                match poll(&mut fds, None) {
+                    Ok(n) if n > 0 => break,
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = events.send(Event::ChildExited(number));
+        })
+        .map_err(|e| Error::io("starting a generation watcher", e))?;
+    Ok(())
 }
 
 /// Once the server is ready, passes every notify message on to the serving loop.
@@ -751,21 +878,20 @@ fn with_tail(message: String, tail: &str) -> String {
     }
 }
 
-/// The serving loop: returns the main child's exit status.
-fn supervise(
-    options: &RunOptions,
-    main_pid: u32,
-    inbox: &Receiver<Event>,
-    exit_slot: &ExitSlot,
-    publisher: &mut Publisher,
-    record: &mut Record,
-) -> std::process::ExitStatus {
+/// The serving loop: returns the current generation's exit status.
+fn supervise(instance: &mut Instance, inbox: &Receiver<Event>) -> std::process::ExitStatus {
     let mut kill_at: Option<Instant> = None;
     let mut stop_requests: Vec<Signal> = Vec::new();
     let mut last_publish = Instant::now();
     let mut publish_at: Option<Instant> = None;
+    let options = instance.options.clone();
     loop {
-        if let Some(status) = *lock(exit_slot) {
+        let Some(current) = instance.current() else {
+            // Unreachable after a successful start; end as if killed.
+            return std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
+        };
+        let main_pid = current.generation.pid();
+        if let Some(status) = current.generation.try_wait() {
             return status;
         }
         let deadline = [kill_at, publish_at].into_iter().flatten().min();
@@ -778,7 +904,13 @@ fn supervise(
             None => inbox.recv().ok(),
         };
         match event {
-            Some(Event::ChildExited(status)) => return status,
+            // Reaped here, by its own pid; only the current generation's exit
+            // ends the loop (at its first check).
+            Some(Event::ChildExited(number)) => {
+                if let Some(running) = instance.generations.iter().find(|g| g.number == number) {
+                    running.generation.try_wait();
+                }
+            }
             Some(Event::Signal(signal)) => {
                 // Every event here is a stop request (forwarded signals never reach this loop).
                 let forwarded = if matches!(signal, Signal::TERM | Signal::HUP) {
@@ -794,8 +926,10 @@ fn supervise(
                 stop_requests.push(signal);
                 if kill_at.is_none() {
                     kill_at = Some(Instant::now() + options.drain_timeout);
-                    record.state = RecordState::Stopping;
-                    let _ = publisher.publish(record);
+                    if let Some(record) = instance.record.as_mut() {
+                        record.state = RecordState::Stopping;
+                    }
+                    let _ = instance.republish();
                     last_publish = Instant::now();
                     publish_at = None;
                 }
@@ -805,6 +939,9 @@ fn supervise(
                 if !notify::accepts(options.notify_access, main_pid, message.pid) {
                     continue;
                 }
+                let Some(record) = instance.record.as_mut() else {
+                    continue;
+                };
                 let mut changed = false;
                 if let Some(status) = message.status
                     && record.status.as_ref() != Some(&status)
@@ -828,7 +965,7 @@ fn supervise(
                 if changed {
                     let due = last_publish + STATUS_REPUBLISH;
                     if Instant::now() >= due {
-                        let _ = publisher.publish(record);
+                        let _ = instance.republish();
                         last_publish = Instant::now();
                     } else {
                         publish_at.get_or_insert(due);
@@ -838,7 +975,7 @@ fn supervise(
             None => {
                 let now = Instant::now();
                 if publish_at.is_some_and(|at| now >= at) {
-                    let _ = publisher.publish(record);
+                    let _ = instance.republish();
                     last_publish = now;
                     publish_at = None;
                 }
@@ -847,7 +984,10 @@ fn supervise(
                     kill_at = None;
                 } else if deadline.is_none() {
                     // The channel closed: nobody can tell us about the child any more.
-                    if let Some(status) = wait_slot(exit_slot, Duration::from_secs(3600)) {
+                    if let Some(current) = instance.current()
+                        && let Some(status) =
+                            current.generation.wait_timeout(Duration::from_secs(3600))
+                    {
                         return status;
                     }
                 }
@@ -859,6 +999,7 @@ fn supervise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::supervisor::generation::TAIL_BYTES;
 
     #[test]
     fn stop_signals_parse_with_or_without_the_sig_prefix() {

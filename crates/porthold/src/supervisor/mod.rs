@@ -16,15 +16,20 @@
 //!   group, captured output and scoped stop, spawned from a dedicated
 //!   [`generation::Spawner`] thread (what `TestServer` hosts, and what
 //!   several instances in one process use without disturbing each other);
-//! * [`launch`]: typed start failures ([`LaunchError`]).
+//! * [`launch`]: typed start failures ([`LaunchError`]);
+//! * [`reaper`]: who reaps which child: every child is reaped by its own
+//!   waiter, by pid; orphans only in an embedder that opted in
+//!   ([`reaper::adopt_orphans`], what the CLI does).
 
 pub mod generation;
 pub mod instance;
 pub mod launch;
 pub mod lifecycle;
 pub mod ready;
+pub mod reaper;
 pub mod signals;
 pub mod tree;
 
-pub use generation::{Generation, GenerationSpec, Spawner};
+pub use generation::{Generation, GenerationSpec, GenerationStdio, Spawner};
+pub use instance::{Instance, Running, StartFailure};
 pub use launch::LaunchError;

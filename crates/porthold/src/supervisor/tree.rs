@@ -4,14 +4,18 @@
 //! something in the background (`sh -c 'sleep 1000 & exec server'`). When the
 //! instance stops, none of that may keep running or keep the port. porthold
 //! therefore:
-//! - is a **child subreaper** (`PR_SET_CHILD_SUBREAPER`): orphans of the tree
-//!   are re-parented to porthold instead of init, so they stay findable as our
-//!   descendants and their zombies are ours to reap;
+//! - is a **child subreaper** (`PR_SET_CHILD_SUBREAPER`, when the embedder
+//!   opted in with [`super::reaper::adopt_orphans`], as the CLI does): orphans
+//!   of the tree are re-parented to porthold instead of init, so they stay
+//!   findable as our descendants and their zombies are ours to reap;
 //! - starts the server in its **own process group**, so one `kill(-pgid)`
 //!   reaches every process that did not leave the group;
-//! - at the end, signals every descendant (walking `/proc/*/stat` parent links
+//! - stops one generation through its group and the descendants of its own
+//!   root ([`super::generation::Generation::stop`]);
+//! - at the end of the instance, in a process that adopts orphans, signals
+//!   every descendant ([`end_descendants`], walking `/proc/*/stat` parent links
 //!   from porthold itself, which catches re-parented orphans and processes that
-//!   changed group), waits a grace period, SIGKILLs the survivors and reaps.
+//!   changed group), waits a grace period and SIGKILLs the survivors.
 
 use std::collections::{HashMap, HashSet};
 use std::process::ExitStatus;
@@ -112,51 +116,38 @@ fn signal_pid(pid: u32, signal: Signal) {
     }
 }
 
-/// Reaps every exited child of ours without blocking; returns their statuses.
-pub fn reap_exited() -> Vec<(u32, ExitStatus)> {
-    let mut out = Vec::new();
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if r <= 0 {
-            return out;
-        }
-        out.push((
-            r as u32,
-            std::os::unix::process::ExitStatusExt::from_raw(status),
-        ));
-    }
-}
-
-/// Ends the server's tree: SIGTERM to its group and to every descendant of
-/// this process, up to `grace` for them to go, then SIGKILL for the rest;
-/// reaps all of it. Returns the statuses it reaped (another thread may reap
-/// some first; those are missing here).
-///
-/// Works when `root` has already exited and its orphans were re-parented to us.
-pub fn kill_tree_and_reap(root: u32, grace: Duration) -> Vec<(u32, ExitStatus)> {
+/// Ends every descendant of this process: SIGTERM to all of them, up to
+/// `grace` for them to go, then SIGKILL to the survivors, waiting (bounded)
+/// until none is left. Their zombies are reaped by the orphan reaper
+/// ([`super::reaper::adopt_orphans`]), which only a process that adopts
+/// orphans runs: this is the end of an instance in such a process (the CLI),
+/// and catches what a generation's own stop cannot find (a process that left
+/// the server's group and whose parent died: re-parented to us, the subreaper).
+pub fn end_descendants(grace: Duration) {
     let me = std::process::id();
-    let mut reaped = reap_exited();
-    // Every surviving descendant is a child of ours or below one (orphans are
-    // re-parented to us, the subreaper): no children, no tree. This skips the
-    // /proc walk in the common case of a server whose tree ended with it.
+    // No children, no tree: skips the /proc walk in the common case of a
+    // server whose tree ended with it.
     if !has_children() {
-        return reaped;
+        return;
     }
-    signal_group(root, Signal::TERM);
-    signal_pid(root, Signal::TERM);
-    for pid in descendants(me) {
+    let live = |pids: Vec<u32>| -> Vec<u32> {
+        pids.into_iter()
+            .filter(|&pid| !crate::identity::is_zombie(pid))
+            .collect()
+    };
+    let first = live(descendants(me));
+    if first.is_empty() {
+        return;
+    }
+    for &pid in &first {
         signal_pid(pid, Signal::TERM);
     }
-    if !wait_tree_gone(me, grace, &mut reaped) {
-        signal_group(root, Signal::KILL);
+    if !wait_descendants_gone(me, grace) {
         for pid in descendants(me) {
             signal_pid(pid, Signal::KILL);
         }
-        wait_tree_gone(me, Duration::from_secs(10), &mut reaped);
+        wait_descendants_gone(me, Duration::from_secs(10));
     }
-    reaped
 }
 
 /// Whether this process has any child, running or exited-but-unreaped.
@@ -175,12 +166,12 @@ pub fn has_children() -> bool {
     !(r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
-/// Waits until `me` has no descendants at all (live or zombie), reaping as it goes.
-fn wait_tree_gone(me: u32, timeout: Duration, reaped: &mut Vec<(u32, ExitStatus)>) -> bool {
+/// Waits until `me` has no live descendant (zombies, which the orphan
+/// reaper is about to reap, do not count).
+fn wait_descendants_gone(me: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        reaped.extend(reap_exited());
-        if descendants(me).is_empty() {
+        if descendants(me).into_iter().all(crate::identity::is_zombie) {
             return true;
         }
         if Instant::now() >= deadline {

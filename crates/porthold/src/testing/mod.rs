@@ -271,7 +271,7 @@ impl TestServerBuilder {
                 sockets: fds,
                 env,
                 current_dir: self.current_dir,
-                ignored_signals: Vec::new(),
+                ..GenerationSpec::default()
             },
         )
         .map_err(|e| match e {
