@@ -86,3 +86,74 @@ fn a_setsid_process_whose_parent_died_is_killed_at_the_end_of_the_instance() {
     );
     let _ = finish(launcher);
 }
+
+/// The children of `pid` (from `/proc`), with their stat lines.
+fn children_of(pid: u32) -> Vec<porthold::identity::Stat> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| porthold::identity::stat(p).ok().flatten())
+        .filter(|s| s.ppid == pid)
+        .collect()
+}
+
+#[test]
+fn orphans_of_the_server_re_parented_to_porthold_are_reaped_while_it_serves() {
+    let env = TestEnv::new();
+    let spawned = env.dir.path().join("spawned");
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8; do (sleep 0.0161 &); done; touch '{}'; exec sleep 999.6161",
+        spawned.display()
+    );
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "orphans",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    wait_ready(&env, "orphans", &mut launcher);
+    let deadline = Instant::now() + runner::HANG;
+    while !spawned.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never forked its helpers"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Each helper is re-parented to porthold when its subshell exits, then
+    // exits itself: porthold must reap it (a zombie child of porthold that
+    // stays is a leak for the instance's whole life).
+    let leftovers = loop {
+        let children = children_of(launcher.id());
+        let helpers: Vec<_> = children
+            .iter()
+            .filter(|s| {
+                (s.comm == "sleep" && s.state == 'Z') || processes_with("0.0161").contains(&s.pid)
+            })
+            .collect();
+        if helpers.is_empty() {
+            break None;
+        }
+        if Instant::now() >= deadline {
+            break Some(format!("{helpers:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let server: Vec<_> = children_of(launcher.id())
+        .into_iter()
+        .filter(|s| s.state != 'Z')
+        .collect();
+    runner::signal(launcher.id(), libc::SIGTERM);
+    let _ = finish(launcher);
+    assert_eq!(
+        leftovers, None,
+        "orphans of the server stayed zombies of porthold"
+    );
+    assert_eq!(server.len(), 1, "only the server is left: {server:?}");
+}

@@ -53,6 +53,10 @@ pub const OUTPUT_LIMIT: usize = 1 << 20;
 /// How much of stderr goes into an error message.
 pub const TAIL_BYTES: usize = 4096;
 
+/// The exit code [`Generation::try_wait`] reports for a child whose status
+/// another waiter of the process took.
+pub const LOST_STATUS_CODE: i32 = 255;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Where the children of its owner are forked (see the module docs): one
@@ -239,6 +243,7 @@ pub struct Generation {
     pid: u32,
     pidfd: OwnedFd,
     status: Mutex<Option<ExitStatus>>,
+    lost: std::sync::atomic::AtomicBool,
     stdout: Output,
     stderr: Output,
     copiers: Mutex<Vec<thread::JoinHandle<()>>>,
@@ -322,6 +327,7 @@ impl Generation {
             pid,
             pidfd,
             status: Mutex::new(None),
+            lost: std::sync::atomic::AtomicBool::new(false),
             stdout,
             stderr,
             copiers: Mutex::new(copiers),
@@ -349,14 +355,33 @@ impl Generation {
     }
 
     /// The child's exit status once it exited (reaping it by its own pid), `None` while it runs.
+    ///
+    /// A status some other waiter of the process took first (a
+    /// `waitpid(-1)` outside porthold, which breaks the rule that each child
+    /// has one waiter) cannot be known any more: it is reported as exit code
+    /// [`LOST_STATUS_CODE`], and [`Generation::status_lost`] says so.
     pub fn try_wait(&self) -> Option<ExitStatus> {
         let mut slot = lock(&self.status);
-        if slot.is_none()
-            && let Ok(Some(status)) = super::reaper::reap(self.pid)
-        {
-            *slot = Some(status);
+        if slot.is_none() {
+            match super::reaper::reap(self.pid) {
+                Ok(Some(status)) => *slot = Some(status),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                    self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                    *slot = Some(std::os::unix::process::ExitStatusExt::from_raw(
+                        LOST_STATUS_CODE << 8,
+                    ));
+                }
+                Err(_) => {}
+            }
         }
         *slot
+    }
+
+    /// Whether the child's exit status was taken by another waiter of the
+    /// process (see [`Generation::try_wait`]).
+    pub fn status_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` for the child to exit (polling its pidfd).
@@ -530,5 +555,34 @@ impl Drop for Generation {
         if lock(&self.status).is_none() {
             self.stop(Signal::KILL, Duration::ZERO);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_another_waiter_took_is_reported_as_lost_not_waited_for_forever() {
+        let spawner = Spawner::new().unwrap();
+        let spec = GenerationSpec {
+            argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
+            ..GenerationSpec::default()
+        };
+        let generation = Generation::spawn(&spawner, spec).unwrap();
+        // A foreign waiter (as a `waitpid(-1)` elsewhere in the process would).
+        let mut raw = 0;
+        // SAFETY: waitpid on one pid with a valid status pointer.
+        let reaped = unsafe { libc::waitpid(generation.pid() as i32, &mut raw, 0) };
+        assert_eq!(reaped, generation.pid() as i32);
+        let status = generation
+            .wait_timeout(Duration::from_secs(10))
+            .expect("a status, not a wait forever");
+        assert_eq!(status.code(), Some(LOST_STATUS_CODE));
+        assert!(generation.status_lost());
+        assert_eq!(
+            generation.stop(Signal::TERM, Duration::from_secs(1)).code(),
+            Some(255)
+        );
     }
 }

@@ -77,11 +77,14 @@ impl ForkGuard {
 /// # Errors
 /// When `waitpid` fails (for example `ECHILD`: it was never our child).
 pub(crate) fn reap(pid: u32) -> std::io::Result<Option<ExitStatus>> {
-    let status = wait_pid(pid, libc::WNOHANG)?;
-    if status.is_some() {
+    let status = wait_pid(pid, libc::WNOHANG);
+    // Reaped, or no longer our child (another waiter took it): not owned any more.
+    if matches!(&status, Ok(Some(_)))
+        || matches!(&status, Err(e) if e.raw_os_error() == Some(libc::ECHILD))
+    {
         disown(pid);
     }
-    Ok(status)
+    status
 }
 
 /// Waits for the owned child `pid` to exit and reaps it.
@@ -132,16 +135,24 @@ fn disown(pid: u32) {
 /// # Errors
 /// When the process cannot become a subreaper or the thread cannot start.
 pub fn adopt_orphans() -> Result<()> {
-    if ADOPTING.load(Ordering::SeqCst) {
+    // One caller starts the reaper; a concurrent second call returns at once.
+    if ADOPTING
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
         return Ok(());
     }
-    super::tree::become_subreaper()?;
-    std::thread::Builder::new()
-        .name("porthold-reaper".into())
-        .spawn(reap_orphans)
-        .map_err(|e| Error::io("starting the orphan reaper", e))?;
-    ADOPTING.store(true, Ordering::SeqCst);
-    Ok(())
+    let started = super::tree::become_subreaper().and_then(|()| {
+        std::thread::Builder::new()
+            .name("porthold-reaper".into())
+            .spawn(reap_orphans)
+            .map(drop)
+            .map_err(|e| Error::io("starting the orphan reaper", e))
+    });
+    if started.is_err() {
+        ADOPTING.store(false, Ordering::SeqCst);
+    }
+    started
 }
 
 /// Whether [`adopt_orphans`] was called in this process.
