@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use porthold::config::Config;
 use porthold::net::{KernelPorts, OccupancyProbe, SystemProbe};
-use porthold::registry::{GroupMember, GroupOutcome, GroupRequest};
+use porthold::registry::{GroupOutcome, GroupRequest};
 
 use super::{open_registry, print_json, shown};
 use crate::ctx::Ctx;
@@ -141,9 +141,10 @@ fn reserve(args: &GroupArgs, ctx: &Ctx) -> anyhow::Result<Reserved> {
 }
 
 /// Reserves every service of `config` (the project at `path`) in one
-/// transaction, as `reserve-group` does; also used by `run --tag SERVICE`, so
-/// both agree on every port. Prints the autoclean notes and the members' warnings.
-pub(crate) fn reserve_project_group(
+/// transaction ([`GroupRequest::for_project`], which `run --tag SERVICE`
+/// reserves too, so both agree on every port). Prints the autoclean notes
+/// and the members' warnings.
+fn reserve_project_group(
     ctx: &Ctx,
     config: &Config,
     path: &std::path::Path,
@@ -153,21 +154,7 @@ pub(crate) fn reserve_project_group(
 ) -> anyhow::Result<(GroupOutcome, Vec<porthold::registry::Cleaned>)> {
     let kernel = KernelPorts::read();
     let pool = ctx.pool(config, pool, &kernel)?;
-    let request = GroupRequest {
-        path: path.to_path_buf(),
-        members: config
-            .services
-            .values()
-            .map(|s| GroupMember {
-                tag: s.tag.clone(),
-                port: s.port,
-                offset: s.offset,
-            })
-            .collect(),
-        project: config.project_name.as_ref().map(|s| s.value.clone()),
-        pool,
-        kernel,
-    };
+    let request = GroupRequest::for_project(config, path, pool, kernel);
     let probe = SystemProbe;
     let probe: Option<&dyn OccupancyProbe> = if skip_occupancy_check {
         None
@@ -182,21 +169,27 @@ pub(crate) fn reserve_project_group(
             porthold::registry::CleanPolicy::autoclean(porthold::registry::DEFAULT_EXPIRE_AFTER);
         registry.reserve_group_with_autoclean(&request, probe, &policy)?
     };
-    if !cleaned.is_empty() && !ctx.json {
-        ctx.note(format!(
-            "the pool was exhausted; autoclean removed {} reservation(s):",
-            cleaned.len()
-        ));
-        for item in &cleaned {
-            ctx.note(format!("  {}", super::clean::describe(item)));
-        }
-    }
+    note_cleaned(ctx, &cleaned);
     for (_, member) in &outcome.members {
         for note in &member.notes {
             ctx.warn(crate::exit::note_for("reserve-group", note));
         }
     }
     Ok((outcome, cleaned))
+}
+
+/// Tells what autoclean removed to make room (humans only: `--json`
+/// output lists it in the result).
+pub(crate) fn note_cleaned(ctx: &Ctx, cleaned: &[porthold::registry::Cleaned]) {
+    if !cleaned.is_empty() && !ctx.json {
+        ctx.note(format!(
+            "the pool was exhausted; autoclean removed {} reservation(s):",
+            cleaned.len()
+        ));
+        for item in cleaned {
+            ctx.note(format!("  {}", super::clean::describe(item)));
+        }
+    }
 }
 
 /// `(env name, port)` per service, in tag order.

@@ -506,6 +506,41 @@ impl Config {
     }
 }
 
+/// The default data directory, as `porthold` resolves it when neither
+/// `PORTHOLD_DATA_DIR` nor the user config's `[registry] data_dir` sets one:
+/// `$XDG_DATA_HOME/porthold` when that is absolute (the XDG spec makes a
+/// relative one invalid), else `$HOME/.local/share/porthold`; `None` without
+/// a home. The values are passed in: the library reads no environment.
+pub fn default_data_dir(
+    xdg_data_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    xdg_dir(xdg_data_home, home, ".local/share").map(|dir| dir.join("porthold"))
+}
+
+/// The user config file: `$XDG_CONFIG_HOME/porthold/config.toml` when that is
+/// absolute, else `$HOME/.config/porthold/config.toml`; `None` without a home.
+pub fn default_user_config(
+    xdg_config_home: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+) -> Option<PathBuf> {
+    xdg_dir(xdg_config_home, home, ".config").map(|dir| dir.join("porthold").join("config.toml"))
+}
+
+fn xdg_dir(
+    xdg: Option<&std::ffi::OsStr>,
+    home: Option<&std::ffi::OsStr>,
+    fallback: &str,
+) -> Option<PathBuf> {
+    match xdg.map(Path::new).filter(|dir| dir.is_absolute()) {
+        Some(dir) => Some(dir.to_path_buf()),
+        None => home
+            .map(Path::new)
+            .filter(|home| home.is_absolute())
+            .map(|home| home.join(fallback)),
+    }
+}
+
 /// The warning for a project file that another user owns.
 pub fn untrusted_warning(file: &Path, owner: u32) -> String {
     format!(

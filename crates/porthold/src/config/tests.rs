@@ -515,3 +515,26 @@ fn the_init_template_is_valid() {
     assert_eq!(config.services["web"].offset, Some(0));
     assert_eq!(config.services["web"].env, "WEB_PORT");
 }
+
+#[test]
+fn the_default_data_dir_follows_xdg_and_ignores_a_relative_one() {
+    use std::ffi::OsStr;
+    let home = Some(OsStr::new("/home/u"));
+    assert_eq!(
+        default_data_dir(Some(OsStr::new("/xdg/data")), home),
+        Some(PathBuf::from("/xdg/data/porthold"))
+    );
+    for ignored in ["", "rel/data"] {
+        assert_eq!(
+            default_data_dir(Some(OsStr::new(ignored)), home),
+            Some(PathBuf::from("/home/u/.local/share/porthold")),
+            "{ignored:?}"
+        );
+    }
+    assert_eq!(default_data_dir(None, None), None);
+    assert_eq!(default_data_dir(None, Some(OsStr::new(""))), None);
+    assert_eq!(
+        default_user_config(None, home),
+        Some(PathBuf::from("/home/u/.config/porthold/config.toml"))
+    );
+}

@@ -67,6 +67,35 @@ pub struct GroupOutcome {
     pub members: Vec<(String, ReserveOutcome)>,
 }
 
+impl GroupRequest {
+    /// The group of every `[services.<tag>]` of `config` (the project at
+    /// `path`), with the project's name as the sticky label: what
+    /// `reserve-group` reserves, and what a run of one service reserves too,
+    /// so both agree on every port.
+    pub fn for_project(
+        config: &crate::config::Config,
+        path: &std::path::Path,
+        pool: Pool,
+        kernel: KernelPorts,
+    ) -> GroupRequest {
+        GroupRequest {
+            path: path.to_path_buf(),
+            members: config
+                .services
+                .values()
+                .map(|s| GroupMember {
+                    tag: s.tag.clone(),
+                    port: s.port,
+                    offset: s.offset,
+                })
+                .collect(),
+            project: config.project_name.as_ref().map(|s| s.value.clone()),
+            pool,
+            kernel,
+        }
+    }
+}
+
 impl Registry {
     /// Reserves every member of a group atomically.
     ///

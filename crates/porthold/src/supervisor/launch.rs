@@ -94,6 +94,46 @@ impl From<LaunchError> for crate::Error {
     }
 }
 
+/// For a server told its port by number: `Ok` when a listener on `port`
+/// belongs to the tree of `main_pid` (the server or a descendant; `0` for
+/// "no server": nothing is ours); otherwise [`LaunchError::PortStolen`] when
+/// another process holds it, [`LaunchError::NeverBound`] when nobody does,
+/// or an [`Error::Launch`](crate::Error::Launch) when the holder cannot be
+/// seen, each with `stderr_tail`. (What `run --no-fds` checks, without a
+/// discovery record.)
+// Used by `TestServer::port_env` (features `testing` + `registry`) only, so far.
+#[cfg_attr(not(all(feature = "testing", feature = "registry")), allow(dead_code))]
+pub(crate) fn check_port_owner(port: u16, main_pid: u32, stderr_tail: &str) -> crate::Result<()> {
+    let entries = crate::net::listeners_on_port(port);
+    let mut foreign = None;
+    for entry in &entries {
+        match &entry.owner {
+            Some(owner) if crate::supervisor::tree::is_in_tree(owner.pid, main_pid) => {
+                return Ok(());
+            }
+            Some(owner) => foreign = Some(owner.clone()),
+            None => {}
+        }
+    }
+    let stderr_tail = stderr_tail.to_string();
+    Err(match foreign {
+        Some(owner) => LaunchError::PortStolen {
+            port,
+            pid: owner.pid,
+            comm: owner.comm,
+            stderr_tail,
+        }
+        .into(),
+        None if !entries.is_empty() => crate::Error::Launch {
+            message: format!(
+                "port {port} is held by a socket whose owner porthold cannot see, not by the server{}",
+                tail_suffix(&stderr_tail)
+            ),
+        },
+        None => LaunchError::NeverBound { port, stderr_tail }.into(),
+    })
+}
+
 fn tail_suffix(tail: &str) -> String {
     if tail.is_empty() {
         String::new()

@@ -17,6 +17,9 @@
 //!   [`generation::Spawner`] thread (what `TestServer` hosts, and what
 //!   several instances in one process use without disturbing each other);
 //! * [`launch`]: typed start failures ([`LaunchError`]);
+//! * [`plan`]: the run plan: a project's service and the caller's choices
+//!   turned into sockets, ports, readiness, environment and a name (shared
+//!   by `porthold run` and `TestServer`);
 //! * [`reaper`]: who reaps which child: every child is reaped by its own
 //!   waiter, by pid; orphans only in an embedder that opted in
 //!   ([`reaper::adopt_orphans`], what the CLI does).
@@ -25,6 +28,7 @@ pub mod generation;
 pub mod instance;
 pub mod launch;
 pub mod lifecycle;
+pub mod plan;
 pub mod ready;
 pub mod reaper;
 pub mod signals;

@@ -16,6 +16,11 @@
 //! the `TestServer`, so a server started in a thread that then exits keeps
 //! running until the `TestServer` is dropped.
 //!
+//! A server that can only be told a port *number* (it binds by itself) is
+//! started with [`TestServerBuilder::port_env`] (feature `registry` too): it
+//! gets a port leased from the registry to the test process and no sockets,
+//! and `start` checks that the listener on that port is the server's.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), porthold::Error> {
 //! use porthold::testing::TestServer;
@@ -45,7 +50,7 @@ use crate::activation::notify::{self, NotifyAccess, NotifyServer};
 use crate::error::{Error, Result};
 use crate::net::listen::{self, BoundSocket, ListenSpec};
 use crate::supervisor::generation::{Generation, GenerationSpec, Spawner};
-use crate::supervisor::launch::LaunchError;
+use crate::supervisor::launch::{LaunchError, check_port_owner};
 use crate::supervisor::lifecycle::CancelToken;
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
 
@@ -62,8 +67,12 @@ pub struct TestServerBuilder {
     env: Vec<(OsString, OsString)>,
     current_dir: Option<PathBuf>,
     listen: Vec<(String, String)>,
-    ready: ReadyMode,
+    ready: Option<ReadyMode>,
     ready_timeout: Duration,
+    #[cfg(feature = "registry")]
+    port_env: Option<String>,
+    #[cfg(feature = "registry")]
+    data_dir: Option<PathBuf>,
 }
 
 /// A server started for a test, on sockets bound before it started.
@@ -78,6 +87,11 @@ pub struct TestServer {
     _spawner: Spawner,
     sockets: Vec<BoundSocket>,
     _notify: Option<NotifyFile>,
+    /// The address a server told its port by number listens on.
+    by_number: Option<SocketAddr>,
+    /// Its lease, released once the server is gone (after `generation`).
+    #[cfg(feature = "registry")]
+    _lease: Option<LeaseGuard>,
 }
 
 #[derive(Debug)]
@@ -98,21 +112,30 @@ impl TestServer {
             env: Vec::new(),
             current_dir: None,
             listen: Vec::new(),
-            ready: ReadyMode::Listen,
+            ready: None,
             ready_timeout: DEFAULT_READY_TIMEOUT,
+            #[cfg(feature = "registry")]
+            port_env: None,
+            #[cfg(feature = "registry")]
+            data_dir: None,
         }
     }
 
-    /// The address of the first IP socket (`default` unless renamed).
+    /// The address of the first IP socket (`default` unless renamed); for a
+    /// server told its port by number, `127.0.0.1:PORT`.
     ///
     /// # Panics
     /// When the server has no IP socket (only Unix sockets).
     pub fn addr(&self) -> SocketAddr {
+        self.first_addr().expect("the TestServer has no IP socket")
+    }
+
+    fn first_addr(&self) -> Option<SocketAddr> {
         self.sockets
             .iter()
             .find_map(|s| s.local_addr)
             .map(ready::probe_address)
-            .expect("the TestServer has no IP socket")
+            .or(self.by_number)
     }
 
     /// The port of [`addr`](Self::addr).
@@ -207,9 +230,47 @@ impl TestServerBuilder {
         self
     }
 
-    /// The readiness mode (default [`ReadyMode::Listen`]: ready once spawned).
+    /// The readiness mode (default [`ReadyMode::Listen`]: ready once
+    /// spawned; with [`port_env`](Self::port_env), [`ReadyMode::Tcp`]).
     pub fn ready(mut self, mode: ReadyMode) -> Self {
-        self.ready = mode;
+        self.ready = Some(mode);
+        self
+    }
+
+    /// For a server that binds by itself and only takes a port number: it
+    /// gets `VAR=<port>` and no sockets (no `LISTEN_FDS`, no `PORT` unless
+    /// `var` is `PORT`), the way `porthold run --no-fds` runs one.
+    ///
+    /// The port is leased from the port registry to the test process (as
+    /// `porthold pick` leases, without a TTL), so no other test, `pick` or
+    /// reservation gets it; the lease is released when the `TestServer` is
+    /// stopped or dropped (and is reclaimable once the test process is gone,
+    /// if it dies first). The port is held bound until just before the
+    /// spawn. [`start`](Self::start) waits for readiness (default
+    /// [`ReadyMode::Tcp`]: until something accepts on the port) and then
+    /// checks that the listener on the port belongs to the server's process
+    /// tree: if another process took the port in the window, `start` fails
+    /// with [`LaunchError::PortStolen`] naming its pid and command.
+    ///
+    /// The registry is the one `porthold` uses: [`data_dir`](Self::data_dir),
+    /// else `PORTHOLD_DATA_DIR`, else the user config's `[registry]
+    /// data_dir`, else `$XDG_DATA_HOME/porthold` (`~/.local/share/porthold`);
+    /// the pool comes from the same layers (`PORTHOLD_POOL`, the user config).
+    /// Give no [`listen`](Self::listen) sockets with it.
+    ///
+    /// Needs the `registry` feature (SQLite).
+    #[cfg(feature = "registry")]
+    pub fn port_env(mut self, var: impl Into<String>) -> Self {
+        self.port_env = Some(var.into());
+        self
+    }
+
+    /// The data directory of the port registry for
+    /// [`port_env`](Self::port_env) (a test suite's own, for isolation);
+    /// default: the one `porthold` uses.
+    #[cfg(feature = "registry")]
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
         self
     }
 
@@ -224,9 +285,17 @@ impl TestServerBuilder {
     /// # Errors
     /// [`Error::Invalid`] for a bad listen spec, bind errors
     /// ([`Error::PortTaken`], [`Error::Io`]), and [`Error::Start`] with a
-    /// [`LaunchError`] (spawn failed, exited before ready, ready timeout),
-    /// each with the server's stderr tail; the server is stopped and reaped.
+    /// [`LaunchError`] (spawn failed, exited before ready, ready timeout;
+    /// with [`port_env`](Self::port_env): port stolen), each with the
+    /// server's stderr tail; the server is stopped and reaped. With
+    /// `port_env`, also the registry's errors ([`Error::PoolExhausted`],
+    /// [`Error::Busy`], …).
     pub fn start(self) -> Result<TestServer> {
+        #[cfg(feature = "registry")]
+        if self.port_env.is_some() {
+            return self.start_by_number();
+        }
+        let ready = self.ready.unwrap_or(ReadyMode::Listen);
         let listen = if self.listen.is_empty() {
             vec![("default".to_string(), "tcp://127.0.0.1:0".to_string())]
         } else {
@@ -238,17 +307,7 @@ impl TestServerBuilder {
             sockets.push(listen::bind(&spec, 1024)?);
         }
         let mut env = Vec::new();
-        let notify = match self.ready {
-            ReadyMode::Notify { .. } => {
-                let server = NotifyServer::bind(&std::env::temp_dir())?;
-                env.push((
-                    OsString::from("NOTIFY_SOCKET"),
-                    server.path().as_os_str().to_owned(),
-                ));
-                Some(NotifyFile(server))
-            }
-            _ => None,
-        };
+        let notify = notify_for(&ready, &mut env)?;
         if let Some(port) = sockets.iter().find_map(BoundSocket::port) {
             env.push(("PORT".into(), port.to_string().into()));
         }
@@ -283,40 +342,85 @@ impl TestServerBuilder {
             _spawner: spawner,
             sockets,
             _notify: notify,
+            by_number: None,
+            #[cfg(feature = "registry")]
+            _lease: None,
         };
-        let outcome = server.wait_ready(&self.ready, self.ready_timeout)?;
-        let failure = match outcome {
-            ReadyOutcome::Ready => return Ok(server),
-            ReadyOutcome::ChildExited(status) => LaunchError::ExitedBeforeReady {
-                status,
-                stderr_tail: String::new(),
-            },
-            ReadyOutcome::TimedOut { waited, last_error } => LaunchError::ReadyTimeout {
-                waited,
-                last_error,
-                stderr_tail: String::new(),
-            },
-            ReadyOutcome::Cancelled => unreachable!("nobody cancels a TestServer's start"),
-        };
-        // End the whole tree first: then its stderr is complete.
-        server.generation.stop(Signal::KILL, Duration::ZERO);
-        let tail = server.generation.stderr().tail();
-        Err(match failure {
-            LaunchError::ExitedBeforeReady { status, .. } => LaunchError::ExitedBeforeReady {
-                status,
-                stderr_tail: tail,
-            },
-            LaunchError::ReadyTimeout {
-                waited, last_error, ..
-            } => LaunchError::ReadyTimeout {
-                waited,
-                last_error,
-                stderr_tail: tail,
-            },
-            other => other,
-        }
-        .into())
+        finish_start(server, &ready, self.ready_timeout)
     }
+}
+
+/// A notify socket for [`ReadyMode::Notify`] (its `NOTIFY_SOCKET` added to `env`).
+fn notify_for(
+    ready: &ReadyMode,
+    env: &mut Vec<(OsString, OsString)>,
+) -> Result<Option<NotifyFile>> {
+    Ok(match ready {
+        ReadyMode::Notify { .. } => {
+            let server = NotifyServer::bind(&std::env::temp_dir())?;
+            env.push((
+                OsString::from("NOTIFY_SOCKET"),
+                server.path().as_os_str().to_owned(),
+            ));
+            Some(NotifyFile(server))
+        }
+        _ => None,
+    })
+}
+
+/// Waits for the started server's readiness; on failure stops it and
+/// returns the typed error with its stderr tail. A server told its port by
+/// number must then hold that port itself.
+fn finish_start(server: TestServer, ready: &ReadyMode, timeout: Duration) -> Result<TestServer> {
+    let outcome = server.wait_ready(ready, timeout)?;
+    let failure = match outcome {
+        ReadyOutcome::Ready => match server.by_number {
+            None => return Ok(server),
+            Some(addr) => match check_port_owner(addr.port(), server.pid(), "") {
+                Ok(()) => return Ok(server),
+                Err(error) => {
+                    server.generation.stop(Signal::KILL, Duration::ZERO);
+                    return Err(with_stderr_tail(error, server.generation.stderr().tail()));
+                }
+            },
+        },
+        ReadyOutcome::ChildExited(status) => LaunchError::ExitedBeforeReady {
+            status,
+            stderr_tail: String::new(),
+        },
+        ReadyOutcome::TimedOut { waited, last_error } => LaunchError::ReadyTimeout {
+            waited,
+            last_error,
+            stderr_tail: String::new(),
+        },
+        ReadyOutcome::Cancelled => unreachable!("nobody cancels a TestServer's start"),
+    };
+    // End the whole tree first: then its stderr is complete.
+    server.generation.stop(Signal::KILL, Duration::ZERO);
+    let tail = server.generation.stderr().tail();
+    // A foreign process on the port is the cause to report, as for
+    // `run --no-fds` (nothing of the server's tree is left to hold it).
+    if let Some(addr) = server.by_number
+        && let Err(Error::Start(stolen)) = check_port_owner(addr.port(), 0, &tail)
+        && matches!(*stolen, LaunchError::PortStolen { .. })
+    {
+        return Err(Error::Start(stolen));
+    }
+    Err(match failure {
+        LaunchError::ExitedBeforeReady { status, .. } => LaunchError::ExitedBeforeReady {
+            status,
+            stderr_tail: tail,
+        },
+        LaunchError::ReadyTimeout {
+            waited, last_error, ..
+        } => LaunchError::ReadyTimeout {
+            waited,
+            last_error,
+            stderr_tail: tail,
+        },
+        other => other,
+    }
+    .into())
 }
 
 impl TestServer {
@@ -337,8 +441,7 @@ impl TestServer {
                 &mut exited,
             ));
         }
-        let address = self.sockets.iter().find_map(|s| s.local_addr);
-        let options = ProbeOptions::new(address.map(ready::probe_address), timeout);
+        let options = ProbeOptions::new(self.first_addr(), timeout);
         ready::wait_ready(mode, &options, &cancel, &mut exited)
     }
 }
@@ -371,5 +474,184 @@ fn wait_notify(
             Ok(_) => {}
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// `error` with the server's stderr tail, for the typed start failures that carry one.
+fn with_stderr_tail(error: Error, tail: String) -> Error {
+    match error {
+        Error::Start(launch) => match *launch {
+            LaunchError::PortStolen {
+                port, pid, comm, ..
+            } => LaunchError::PortStolen {
+                port,
+                pid,
+                comm,
+                stderr_tail: tail,
+            }
+            .into(),
+            LaunchError::NeverBound { port, .. } => LaunchError::NeverBound {
+                port,
+                stderr_tail: tail,
+            }
+            .into(),
+            other => Error::Start(Box::new(other)),
+        },
+        Error::Launch { message } if !tail.is_empty() => Error::Launch {
+            message: format!("{message}\n--- last output of the server ---\n{tail}"),
+        },
+        other => other,
+    }
+}
+
+/// The lease of a server told its port by number: released (if it is still
+/// the test process's) when dropped, after the server is gone.
+#[cfg(feature = "registry")]
+#[derive(Debug)]
+struct LeaseGuard {
+    data_dir: PathBuf,
+    busy_timeout: Duration,
+    port: u16,
+}
+
+#[cfg(feature = "registry")]
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        // Best effort: a lease left behind is reclaimed once the test
+        // process is gone and nothing listens on the port.
+        if let Ok(mut registry) = crate::registry::Registry::open(&self.data_dir, self.busy_timeout)
+        {
+            let _ = crate::supervisor::plan::release_own_lease(&mut registry, self.port);
+        }
+    }
+}
+
+/// The registry's data dir and the layered configuration (user config,
+/// `PORTHOLD_*` variables), resolved as `porthold` resolves them; `explicit`
+/// (the builder's `data_dir`) wins.
+#[cfg(feature = "registry")]
+fn registry_config(explicit: Option<PathBuf>) -> Result<(PathBuf, crate::config::Config)> {
+    use crate::config::{self, Config, Overrides, Sources};
+    let home = std::env::var_os("HOME");
+    let sources = Sources {
+        user_config: config::default_user_config(
+            std::env::var_os("XDG_CONFIG_HOME").as_deref(),
+            home.as_deref(),
+        ),
+        project_dir: None,
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("PORTHOLD_"))
+            .collect(),
+        flags: Overrides {
+            data_dir: explicit,
+            ..Overrides::default()
+        },
+    };
+    let config = Config::load(&sources)?;
+    let data_dir = match &config.data_dir {
+        Some(setting) => setting.value.clone(),
+        None => config::default_data_dir(
+            std::env::var_os("XDG_DATA_HOME").as_deref(),
+            home.as_deref(),
+        )
+        .ok_or_else(|| {
+            Error::invalid(
+                "no data directory for the port registry: HOME is not set",
+                Some("set PORTHOLD_DATA_DIR, or give the TestServer a data dir".to_string()),
+            )
+        })?,
+    };
+    config::check_data_dir(&data_dir)?;
+    Ok((data_dir, config))
+}
+
+#[cfg(feature = "registry")]
+impl TestServerBuilder {
+    /// [`start`](Self::start) for [`port_env`](Self::port_env): the run plan
+    /// of a server that binds by itself (a leased port, `VAR=<port>`, no
+    /// sockets, readiness `tcp` by default), then the ownership check.
+    fn start_by_number(mut self) -> Result<TestServer> {
+        use crate::supervisor::plan::{self, PlanRequest, PortChoice};
+        let Some(var) = self.port_env.take() else {
+            return Err(Error::invalid("no port variable", None));
+        };
+        if !self.listen.is_empty() {
+            return Err(Error::invalid(
+                format!(
+                    "a server told its port by number (in {var}) gets no sockets, \
+                     but listen specs were given"
+                ),
+                Some("give either listen specs or a port variable".to_string()),
+            ));
+        }
+        let (data_dir, config) = registry_config(self.data_dir.take())?;
+        let here = match &self.current_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        };
+        let key = crate::key::Key {
+            path: here,
+            tag: String::new(),
+        };
+        let mut request = PlanRequest::new(key, &config);
+        request.port = PortChoice::Ephemeral;
+        request.no_fds = true;
+        request.port_env = var;
+        request.ready = self.ready.take();
+        let pending = plan::prepare(request)?;
+        let busy_timeout = config.busy_timeout.value;
+        let mut registry = crate::registry::Registry::open(&data_dir, busy_timeout)?;
+        let plan = pending.reserve(&mut registry, &crate::net::SystemProbe)?;
+        drop(registry);
+        let (Some(port), Some(spec)) = (plan.lease, plan.listen.first()) else {
+            return Err(Error::invalid(
+                "internal error: the plan of a server told its port by number has no lease",
+                None,
+            ));
+        };
+        let lease = LeaseGuard {
+            data_dir,
+            busy_timeout,
+            port,
+        };
+        let mut env = vec![(
+            OsString::from(&plan.port_env),
+            OsString::from(port.to_string()),
+        )];
+        let notify = notify_for(&plan.ready, &mut env)?;
+        env.extend(plan.extra_env.iter().cloned());
+        env.extend(self.env);
+        let mut argv = vec![self.program];
+        argv.extend(self.args);
+        let spawner = Spawner::new()?;
+        // Held until just before the spawn (what `run --no-fds` does): the
+        // bind proves the leased port free now, and the window in which
+        // another process could take it is the spawn itself.
+        let held = listen::bind(spec, 1024)?;
+        let addr = held.local_addr.map(ready::probe_address);
+        drop(held);
+        let generation = Generation::spawn(
+            &spawner,
+            GenerationSpec {
+                argv,
+                env,
+                current_dir: self.current_dir,
+                ..GenerationSpec::default()
+            },
+        )
+        .map_err(|e| match e {
+            Error::Launch { message } => LaunchError::SpawnFailed { message }.into(),
+            other => other,
+        })?;
+        let server = TestServer {
+            generation,
+            _spawner: spawner,
+            sockets: Vec::new(),
+            _notify: notify,
+            by_number: addr,
+            _lease: Some(lease),
+        };
+        finish_start(server, &plan.ready, self.ready_timeout)
     }
 }
