@@ -47,7 +47,7 @@ use crate::discovery::{self, Listener, Proto, Publisher, Record, State as Record
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
 use crate::supervisor::generation::{Generation, GenerationSpec, GenerationStdio, Output, Spawner};
-use crate::supervisor::launch::LaunchError;
+use crate::supervisor::launch::{self, LaunchError};
 use crate::supervisor::lifecycle::{Boundary, CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
 use crate::supervisor::reaper;
@@ -679,42 +679,11 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 /// whether a foreign process took it ([`LaunchError::PortStolen`]) or nobody
 /// bound it ([`LaunchError::NeverBound`]), with `stderr_tail`.
 fn verify_no_fds_owner(record: &Record, main_pid: u32, stderr_tail: &str) -> Result<()> {
-    for listener in &record.listeners {
-        let Some(port) = listener.port else { continue };
-        let entries = crate::net::listeners_on_port(port);
-        let mut foreign = None;
-        let mut ours = false;
-        for entry in &entries {
-            match &entry.owner {
-                Some(owner) if tree::is_in_tree(owner.pid, main_pid) => ours = true,
-                Some(owner) => foreign = Some(owner.clone()),
-                None => {}
-            }
-        }
-        if ours {
-            continue;
-        }
-        let stderr_tail = stderr_tail.to_string();
-        return Err(match foreign {
-            Some(owner) => LaunchError::PortStolen {
-                port,
-                pid: owner.pid,
-                comm: owner.comm,
-                stderr_tail,
-            }
-            .into(),
-            None if !entries.is_empty() => Error::Launch {
-                message: with_tail(
-                    format!(
-                        "port {port} is held by a socket whose owner porthold cannot see, not by the server"
-                    ),
-                    &stderr_tail,
-                ),
-            },
-            None => LaunchError::NeverBound { port, stderr_tail }.into(),
-        });
-    }
-    Ok(())
+    record
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.port)
+        .try_for_each(|port| launch::check_port_owner(port, main_pid, stderr_tail))
 }
 
 /// Runs the instance to its end; returns porthold's exit code (the child's,

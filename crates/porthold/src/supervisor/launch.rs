@@ -101,8 +101,6 @@ impl From<LaunchError> for crate::Error {
 /// or an [`Error::Launch`](crate::Error::Launch) when the holder cannot be
 /// seen, each with `stderr_tail`. (What `run --no-fds` checks, without a
 /// discovery record.)
-// Used by `TestServer::port_env` (features `testing` + `registry`) only, so far.
-#[cfg_attr(not(all(feature = "testing", feature = "registry")), allow(dead_code))]
 pub(crate) fn check_port_owner(port: u16, main_pid: u32, stderr_tail: &str) -> crate::Result<()> {
     let entries = crate::net::listeners_on_port(port);
     let mut foreign = None;
