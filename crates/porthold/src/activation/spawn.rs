@@ -14,14 +14,23 @@
 //!
 //! # Between fork and exec
 //!
-//! In a multi-threaded process the child of `fork` has one thread and whatever
-//! locks other threads held at the moment of the fork, held forever. So the
-//! child runs only async-signal-safe system calls and touches only memory
-//! prepared before the fork: argv and envp are built in the parent, the program
-//! is resolved through `PATH` in the parent, and `LISTEN_PID`'s value — the one
-//! thing only the child knows — is written as digits into a slot reserved in
-//! the prepared envp. Nothing allocates (`tests/spawn_never_allocates_after_fork.rs`
-//! checks this with an allocator that aborts in a forked child).
+//! The child is created as `posix_spawn` creates it: `clone(CLONE_VM |
+//! CLONE_VFORK)`, on a small stack of its own, sharing the parent's memory
+//! until it calls `execve`, while the forking thread waits. Copying the
+//! address space of a multi-threaded launcher (what `fork` does: page tables,
+//! TLB shootdowns on every CPU, then copy-on-write faults in the parent) would
+//! cost more than everything else `porthold run` does before its server runs.
+//!
+//! A child that shares the memory of a multi-threaded process, like the child
+//! of `fork` in one, must not take a lock another thread may hold, nor
+//! allocate, nor write what other threads read. So the child runs only
+//! async-signal-safe system calls and touches only memory prepared before the
+//! clone: argv and envp are built in the parent, the program is resolved
+//! through `PATH` in the parent, and `LISTEN_PID`'s value — the one thing only
+//! the child knows — is written as digits into a slot reserved in the prepared
+//! envp. Its fd table and signal dispositions are its own copies. Nothing
+//! allocates (`tests/spawn_never_allocates_after_fork.rs` checks this with an
+//! allocator that aborts in the child).
 //!
 //! # The fd shuffle
 //!
@@ -373,43 +382,58 @@ impl Prepared {
         // Until the new pid is recorded as owned, no orphan reaper may reap a
         // child (this one could exit at once). The child never touches the lock.
         let owner = crate::supervisor::reaper::ForkGuard::lock();
-        // SAFETY: fork has no memory-safety preconditions; in the child only the
-        // async-signal-safe code of `child_after_fork` runs, on memory prepared above.
-        let pid = unsafe { libc::fork() };
+        let plan = ChildPlan {
+            path: self.path.as_ptr(),
+            argv: self.argv_ptrs.as_ptr(),
+            envp: self.envp_ptrs.as_ptr(),
+            pid_slot: env_slot,
+            sources: source_fds.as_ptr(),
+            n,
+            stdio: stdio_fds,
+            err_fd,
+            empty_mask: &empty_mask,
+            new_process_group: self.new_process_group,
+            pdeathsig: self.parent_death_signal.map_or(0, |s| s.as_raw()),
+            ignore_mask: self.ignore_mask,
+            max_signal: self.max_signal,
+            parent_pid: self.parent_pid,
+        };
+        // The child's own stack while it shares our memory (16-byte aligned;
+        // it grows down from the end). The child only makes system calls.
+        let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
+        // SAFETY: one past the end of the allocation, the top of a descending stack.
+        let stack_top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
+        // SAFETY: CLONE_VM|CLONE_VFORK (what posix_spawn does): the child runs
+        // `child_entry` on its own stack in our address space, and this thread
+        // is suspended until the child has called execve or _exit, so nothing
+        // it reads (the plan and everything it points to, all prepared above)
+        // changes or is freed under it. Other threads run on, but the child
+        // touches no memory they use: it makes async-signal-safe system calls
+        // only (its fd table and signal dispositions are its own copies, since
+        // neither CLONE_FILES nor CLONE_SIGHAND is set), writes only its pid
+        // into the envp buffer it execs with, and never allocates. Every
+        // signal is blocked here, so no handler of ours runs in the child
+        // before it has reset the dispositions.
+        let pid = unsafe {
+            libc::clone(
+                child_entry,
+                stack_top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                std::ptr::from_ref(&plan).cast_mut().cast::<libc::c_void>(),
+            )
+        };
         if pid > 0 {
             owner.owns(pid as u32);
-        } else if pid < 0 {
+        } else {
             drop(owner);
         }
-        if pid != 0 {
-            // SAFETY: restores the mask saved above (initialised by pthread_sigmask).
-            unsafe {
-                libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut())
-            };
-        }
+        // SAFETY: restores the mask saved above (initialised by pthread_sigmask).
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, previous.as_ptr(), std::ptr::null_mut())
+        };
+        drop(stack);
         if pid < 0 {
-            return Err(Error::io("fork", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            // SAFETY: we are the child of fork; see child_after_fork.
-            unsafe {
-                child_after_fork(&ChildPlan {
-                    path: self.path.as_ptr(),
-                    argv: self.argv_ptrs.as_ptr(),
-                    envp: self.envp_ptrs.as_ptr(),
-                    pid_slot: env_slot,
-                    sources: source_fds.as_ptr(),
-                    n,
-                    stdio: stdio_fds,
-                    err_fd,
-                    empty_mask: &empty_mask,
-                    new_process_group: self.new_process_group,
-                    pdeathsig: self.parent_death_signal.map_or(0, |s| s.as_raw()),
-                    ignore_mask: self.ignore_mask,
-                    max_signal: self.max_signal,
-                    parent_pid: self.parent_pid,
-                })
-            }
+            return Err(Error::io("clone", std::io::Error::last_os_error()));
         }
         drop(err_write);
         #[cfg(feature = "test-hooks")]
@@ -442,6 +466,16 @@ impl Prepared {
         }
         Ok(Child { pid })
     }
+}
+
+/// The stack of the child between clone and exec (it makes system calls only).
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// The child's entry point after `clone`.
+extern "C" fn child_entry(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` is the ChildPlan the parent passed to clone, alive until
+    // this child has exec'd or exited (the parent is suspended by CLONE_VFORK).
+    unsafe { child_after_fork(&*plan.cast::<ChildPlan<'_>>()) }
 }
 
 /// Raw pointers and numbers for the child; nothing in it allocates or frees.

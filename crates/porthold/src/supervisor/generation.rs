@@ -233,7 +233,12 @@ pub enum GenerationStdio {
     Captured,
     /// stdin and stdout are the embedder's own; stderr is copied to the
     /// embedder's stderr as it comes, and its last [`TAIL_BYTES`] are kept to
-    /// explain a failed start: what `porthold run` does.
+    /// explain a failed start: what `porthold run` does while a start can
+    /// still fail after the spawn (a readiness that waits, `no_fds`).
+    InheritedKeepingTail,
+    /// stdin, stdout and stderr are the embedder's own, nothing is copied and
+    /// [`Generation::stderr`] stays empty: for a start that cannot fail
+    /// after the spawn (readiness `listen`), where a tail would never be shown.
     Inherited,
 }
 
@@ -268,7 +273,12 @@ impl Generation {
         } else {
             (None, None)
         };
-        let (err_read, err_write) = pipe()?;
+        let (err_read, err_write) = if spec.stdio == GenerationStdio::Inherited {
+            (None, None)
+        } else {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        };
         let stdin: Option<OwnedFd> = if captured {
             let devnull =
                 std::fs::File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
@@ -284,9 +294,11 @@ impl Generation {
         let death_signal = spec.parent_death_signal.unwrap_or(Signal::KILL);
         let spawned = spawner.run(move || -> Result<(u32, OwnedFd)> {
             let mut request = SpawnRequest::new(argv)
-                .stderr(err_write)
                 .new_process_group(true)
                 .parent_death_signal(death_signal);
+            if let Some(stderr) = err_write {
+                request = request.stderr(stderr);
+            }
             if let Some(stdin) = stdin {
                 request = request.stdin(stdin);
             }
@@ -319,7 +331,10 @@ impl Generation {
         } else {
             Output::keeping(TAIL_BYTES)
         };
-        let mut copiers = vec![Output::capture(err_read, stderr.clone(), !captured)];
+        let mut copiers = Vec::new();
+        if let Some(err_read) = err_read {
+            copiers.push(Output::capture(err_read, stderr.clone(), !captured));
+        }
         if let Some(out_read) = out_read {
             copiers.push(Output::capture(out_read, stdout.clone(), false));
         }

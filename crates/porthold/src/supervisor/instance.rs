@@ -505,7 +505,14 @@ impl StartSteps for GenerationStart<'_> {
             current_dir: None,
             ignored_signals: instance.ignored_in_child.clone(),
             parent_death_signal: Some(Signal::TERM),
-            stdio: GenerationStdio::Inherited,
+            // With `listen` readiness the start is complete at the spawn: no
+            // failure could show a tail, so the server writes to our stderr
+            // directly (no pipe, no copying thread).
+            stdio: if instance.options.ready == ReadyMode::Listen && !instance.options.no_fds {
+                GenerationStdio::Inherited
+            } else {
+                GenerationStdio::InheritedKeepingTail
+            },
         };
         if instance.options.no_fds {
             // The port is free from here until the child binds it. The test
@@ -796,12 +803,21 @@ pub fn run_with(
 /// Sends [`Event::ChildExited`] once `running`'s child has exited (its pidfd
 /// becomes readable); the serving loop then reaps it by its pid.
 fn watch_exit(running: &Running, events: Sender<Event>) -> Result<()> {
+    let number = running.number;
+    // A process that adopts orphans has a thread waiting for every child
+    // already: it tells us (no thread of our own).
+    let notify = events.clone();
+    let on_exit = Box::new(move || {
+        let _ = notify.send(Event::ChildExited(number));
+    });
+    if reaper::watch_exit(running.generation.pid(), on_exit).is_ok() {
+        return Ok(());
+    }
     let pidfd = running
         .generation
         .pidfd()
         .try_clone_to_owned()
         .map_err(|e| Error::io("duplicating a pidfd", e))?;
-    let number = running.number;
     thread::Builder::new()
         .name("porthold-watch".into())
         .spawn(move || {

@@ -24,7 +24,7 @@
 //! orphans (the CLI): the thread would also reap children the program starts
 //! by other means. The library never calls it by itself.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -33,9 +33,13 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
-/// The pids of this process's children that a porthold waiter owns.
+/// Called once from the orphan reaper's thread when an owned child has exited.
+type ExitWatcher = Box<dyn FnOnce() + Send>;
+
+/// The pids of this process's children that a porthold waiter owns, each
+/// with the watcher to call when it exits (if any).
 struct Owned {
-    pids: Mutex<BTreeSet<u32>>,
+    pids: Mutex<BTreeMap<u32, Option<ExitWatcher>>>,
     /// Notified when a pid is added (a child now exists) or removed (reaped).
     changed: Condvar,
 }
@@ -43,7 +47,7 @@ struct Owned {
 fn owned() -> &'static Owned {
     static OWNED: OnceLock<Owned> = OnceLock::new();
     OWNED.get_or_init(|| Owned {
-        pids: Mutex::new(BTreeSet::new()),
+        pids: Mutex::new(BTreeMap::new()),
         changed: Condvar::new(),
     })
 }
@@ -53,7 +57,7 @@ static ADOPTING: AtomicBool = AtomicBool::new(false);
 /// Held across a fork: the orphan reaper cannot decide about any pid until
 /// the new child's pid is recorded as owned.
 pub(crate) struct ForkGuard {
-    pids: MutexGuard<'static, BTreeSet<u32>>,
+    pids: MutexGuard<'static, BTreeMap<u32, Option<ExitWatcher>>>,
 }
 
 impl ForkGuard {
@@ -66,7 +70,7 @@ impl ForkGuard {
 
     /// Records the forked child's pid as owned.
     pub(crate) fn owns(mut self, pid: u32) {
-        self.pids.insert(pid);
+        self.pids.insert(pid, None);
         drop(self);
         owned().changed.notify_all();
     }
@@ -123,6 +127,27 @@ fn wait_pid(pid: u32, flags: i32) -> std::io::Result<Option<ExitStatus>> {
 fn disown(pid: u32) {
     lock(&owned().pids).remove(&pid);
     owned().changed.notify_all();
+}
+
+/// Has the orphan reaper's thread call `on_exit` once the owned child `pid`
+/// has exited (before its owner reaps it), so that the owner needs no thread
+/// of its own to wait for it. Returns `on_exit` back when this process does
+/// not adopt orphans, or `pid` is not an owned child.
+pub(crate) fn watch_exit(pid: u32, on_exit: ExitWatcher) -> std::result::Result<(), ExitWatcher> {
+    if !adopts_orphans() {
+        return Err(on_exit);
+    }
+    let mut pids = lock(&owned().pids);
+    match pids.get_mut(&pid) {
+        Some(slot) => {
+            *slot = Some(on_exit);
+            drop(pids);
+            // The reaper may be waiting with this pid already exited.
+            owned().changed.notify_all();
+            Ok(())
+        }
+        None => Err(on_exit),
+    }
 }
 
 /// Makes this process a child subreaper and reaps, from one thread, every
@@ -188,13 +213,19 @@ fn reap_orphans() {
             let _ = owned.changed.wait_timeout(pids, Duration::from_millis(500));
             continue;
         };
-        let pids = lock(&owned.pids);
-        if pids.contains(&pid) {
-            // Its owner reaps it; wait until it has (bounded: the owner may be
-            // slow to look, and a different child may be waiting meanwhile).
+        let mut pids = lock(&owned.pids);
+        if let Some(watcher) = pids.get_mut(&pid) {
+            // Its owner reaps it: tell the owner (once) if it asked, then wait
+            // until it has reaped it (bounded: the owner may be slow to look,
+            // and a different child may be waiting meanwhile).
+            if let Some(watcher) = watcher.take() {
+                drop(pids);
+                watcher();
+                pids = lock(&owned.pids);
+            }
             let _ = owned
                 .changed
-                .wait_timeout_while(pids, Duration::from_millis(50), |p| p.contains(&pid));
+                .wait_timeout_while(pids, Duration::from_millis(50), |p| p.contains_key(&pid));
             continue;
         }
         drop(pids);
@@ -214,10 +245,10 @@ mod tests {
         let guard = ForkGuard::lock();
         let child = std::process::Command::new("true").spawn().unwrap();
         guard.owns(child.id());
-        assert!(lock(&owned().pids).contains(&child.id()));
+        assert!(lock(&owned().pids).contains_key(&child.id()));
         let status = reap_blocking(child.id()).unwrap();
         assert!(status.success());
-        assert!(!lock(&owned().pids).contains(&child.id()));
+        assert!(!lock(&owned().pids).contains_key(&child.id()));
         // Reaped once: a second reap is ECHILD, not a status.
         assert!(reap(child.id()).is_err());
     }
