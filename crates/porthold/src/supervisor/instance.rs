@@ -529,11 +529,15 @@ impl StartSteps for GenerationStart<'_> {
         // the name after this launcher died by SIGKILL can end what is left of
         // the tree (until then, the parent-death signal covers the child). A
         // failed republish leaves only that fallback, so it does not fail the start.
+        // (With `listen` readiness the ready record, pgid included, follows at
+        // once: no record in between.)
         if let Some(record) = instance.record.as_mut()
             && instance.generations.is_empty()
         {
             record.pgid = Some(generation.pid());
-            let _ = instance.republish();
+            if instance.options.ready != ReadyMode::Listen {
+                let _ = instance.republish();
+            }
         }
         Ok(generation)
     }
