@@ -63,6 +63,9 @@ pub struct GlobalArgs {
 }
 
 /// Every command.
+// One value per process, parsed once and moved once: the size of the largest
+// variant (`run`'s arguments) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the data dir and an empty registry.
@@ -121,6 +124,8 @@ pub enum Command {
     Ps(cmd::instances::PsArgs),
     /// SIGTERM a running instance's launcher and wait for it to end.
     Stop(cmd::instances::StopArgs),
+    /// Start a new generation of a running instance on the same sockets, then retire the old one.
+    Reload(cmd::instances::ReloadArgs),
     /// Print a running instance's URL (exit 1 if none is live).
     Url(cmd::instances::UrlArgs),
     /// Wait until an instance is live and ready (exit 1 on timeout).
@@ -234,6 +239,7 @@ fn one_subcommand(name: &str) -> Option<clap::Command> {
         "run" => with::<cmd::run::RunArgs>("run"),
         "ps" => with::<cmd::instances::PsArgs>("ps"),
         "stop" => with::<cmd::instances::StopArgs>("stop"),
+        "reload" => with::<cmd::instances::ReloadArgs>("reload"),
         "url" => with::<cmd::instances::UrlArgs>("url"),
         "wait" => with::<cmd::instances::WaitArgs>("wait"),
         "pick" => with::<cmd::pick::PickArgs>("pick"),
@@ -269,7 +275,7 @@ mod tests {
             seen += 1;
         }
         assert_eq!(
-            seen, 28,
+            seen, 29,
             "a subcommand was added: build it alone in one_subcommand"
         );
         assert!(one_subcommand("no-such-command").is_none());

@@ -49,6 +49,9 @@ fn a_stop_request_from_the_embedders_source_ends_the_instance_and_no_handler_is_
         extra_env: Vec::new(),
         command: vec!["sleep".into(), "1000".into()],
         quiet: true,
+        control_socket: false,
+        reload_delay: instance::DEFAULT_RELOAD_DELAY,
+        reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
     };
     let (stop, source) = mpsc::channel::<SignalAction>();
     let instance = std::thread::spawn(move || instance::run(options, source));

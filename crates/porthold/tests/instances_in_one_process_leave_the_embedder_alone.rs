@@ -37,6 +37,9 @@ fn options(runtime_dir: &Path, name: &str, command: &[&str]) -> RunOptions {
         extra_env: Vec::new(),
         command: command.iter().map(Into::into).collect(),
         quiet: true,
+        control_socket: false,
+        reload_delay: instance::DEFAULT_RELOAD_DELAY,
+        reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
     }
 }
 

@@ -134,6 +134,23 @@ pub struct StopArgs {
     pub kill: bool,
 }
 
+/// Arguments of `reload`.
+#[derive(Debug, Args)]
+#[command(after_help = "EXAMPLES:\n  \
+    porthold reload                       # the instance of this directory\n  \
+    porthold reload --name api --check 'cargo build --release'")]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub instance: InstanceArgs,
+    /// A pre-flight shell command (with the server's environment); when it fails,
+    /// nothing is started or stopped (exit 7).
+    #[arg(long, value_name = "CMD")]
+    pub check: Option<String>,
+    /// Roll back when the new generation is not ready and confirmed within this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
+}
+
 fn duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
     porthold::duration::parse(text).with_context(|| format!("in {flag}"))
 }
@@ -536,5 +553,46 @@ fn not_found_with_hints(ctx: &Ctx, selection: &Selection, err: anyhow::Error) ->
             .into()
         }
         _ => err,
+    }
+}
+
+/// `porthold reload`: asks the instance's launcher, through its control
+/// socket, for a new generation; prints the new server's pid.
+pub fn run_reload(args: ReloadArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    use porthold::control::{ControlClient, Request, Response};
+    let timeout = duration(&args.timeout, "--timeout")?;
+    let selection = args.instance.resolve(ctx)?;
+    let live = live(ctx, &selection).map_err(|e| not_found_with_hints(ctx, &selection, e))?;
+    let name = &live.record.name;
+    let Some(socket) = live.record.control_socket.as_deref() else {
+        anyhow::bail!(porthold::Error::invalid(
+            format!("instance {name} has no control socket"),
+            Some("start it with a porthold run that supports reload".into()),
+        ));
+    };
+    let mut client = ControlClient::connect(std::path::Path::new(socket))?;
+    let request = Request::Reload {
+        check: args.check.clone(),
+        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    // The launcher answers at the commit or the rollback, within the timeout
+    // plus the rollback's bounded kill.
+    let response = client.request(&request, timeout + Duration::from_secs(30))?;
+    match response {
+        Response::Reloaded { pid } => {
+            crate::stdout::outln!("{pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::RolledBack { reason } => Err(porthold::Error::RolledBack { reason }.into()),
+        Response::InProgress => Err(porthold::Error::Busy {
+            what: format!("instance {name}"),
+            detail: "reload in progress".into(),
+        }
+        .into()),
+        Response::Unsupported { reason } => Err(porthold::Error::invalid(reason, None).into()),
+        other => Err(porthold::Error::ControlProtocol {
+            reason: format!("unexpected reply {other:?}"),
+        }
+        .into()),
     }
 }

@@ -65,6 +65,7 @@ pub fn run(command: Command, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => instances::run_ps(args, ctx),
         Command::Wait(args) => instances::run_wait(args, ctx),
         Command::Stop(args) => instances::run_stop(args, ctx),
+        Command::Reload(args) => instances::run_reload(args, ctx),
     }
 }
 

@@ -70,6 +70,15 @@ pub struct RunArgs {
     /// [default: the service's `ready`, else listen (tcp with --no-fds)].
     #[arg(long, value_name = "MODE")]
     pub ready: Option<String>,
+    /// In a reload with `listen`, `tcp` or `http:` readiness (which cannot tell two
+    /// generations apart through one socket): how long the new generation must stay
+    /// alive to count as ready (`notify` is exact: prefer it).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub reload_delay: String,
+    /// How long a reload's new generation must stay alive after it is ready, while
+    /// the old one still serves, before the reload commits.
+    #[arg(long, value_name = "DURATION", default_value = "500ms")]
+    pub reload_confirm: String,
     /// Give up on readiness after this long (exit 8, the child killed).
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub ready_timeout: String,
@@ -149,6 +158,10 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         extra_env: plan.extra_env,
         command: args.command,
         quiet: ctx.quiet,
+        control_socket: true,
+        reload_delay: porthold::duration::parse(&args.reload_delay).context("in --reload-delay")?,
+        reload_confirm: porthold::duration::parse(&args.reload_confirm)
+            .context("in --reload-confirm")?,
     };
     // porthold owns its server's whole tree: orphans of the tree are
     // re-parented here and reaped, and the instance's end ends them too.

@@ -386,7 +386,7 @@ pub fn wait_for_key(
             && p.liveness.is_alive()
             && instance_id.is_none_or(|id| record.instance_id == id)
             && key.is_none_or(|k| record.is_for(k))
-            && (!want_ready || record.state == State::Ready)
+            && (!want_ready || matches!(record.state, State::Ready | State::Reloading))
         {
             return Ok(LiveRecord {
                 record,

@@ -43,6 +43,7 @@ use rustix::process::Signal;
 
 use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
 use crate::activation::spawn as spawner;
+use crate::control::{ControlServer, Request, Response, ShutdownHandle};
 use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
@@ -55,6 +56,9 @@ use crate::supervisor::signals::{SignalAction, SignalSource};
 use crate::supervisor::tree;
 use crate::sync::lock;
 use crate::test_hooks;
+
+mod reload;
+use reload::ReloadWait;
 
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
 const TREE_GRACE: Duration = Duration::from_secs(2);
@@ -94,7 +98,22 @@ pub struct RunOptions {
     pub command: Vec<OsString>,
     /// Say nothing on stderr except errors.
     pub quiet: bool,
+    /// Bind a control socket (`<runtime-dir>/<name>.sock`) through which
+    /// `porthold reload` asks for a new generation.
+    pub control_socket: bool,
+    /// In a reload with a readiness that cannot tell two generations apart
+    /// through one shared socket (`listen`, `tcp`, `http:`): how long the new
+    /// generation must live before it counts as ready.
+    pub reload_delay: Duration,
+    /// How long a new generation must stay alive after it is ready, while the
+    /// old one still serves, before a reload commits.
+    pub reload_confirm: Duration,
 }
+
+/// [`RunOptions::reload_delay`]'s usual value.
+pub const DEFAULT_RELOAD_DELAY: Duration = Duration::from_secs(1);
+/// [`RunOptions::reload_confirm`]'s usual value.
+pub const DEFAULT_RELOAD_CONFIRM: Duration = Duration::from_millis(500);
 
 /// Parses a signal name for `--stop-signal`: `TERM`, `SIGTERM`, `INT`, `QUIT`, `HUP`, `USR1`, `USR2`, `KILL`.
 ///
@@ -129,6 +148,12 @@ enum Event {
     Signal(Signal),
     /// A message arrived on the notify socket (sender not checked yet).
     Notify(NotifyMessage),
+    /// `porthold reload` asked for a new generation; the outcome goes to `reply`.
+    Reload {
+        check: Option<String>,
+        timeout: Duration,
+        reply: Sender<Response>,
+    },
 }
 
 /// The Unix socket files the instance bound, removed when the instance ends
@@ -205,6 +230,9 @@ pub struct Instance {
     /// The process group signals are forwarded to (0: none yet).
     server_group: Arc<AtomicU32>,
     ignored_in_child: Vec<Signal>,
+    /// The control socket, and the handle that ends its serving thread.
+    control: Option<Arc<ControlServer>>,
+    control_stop: Option<ShutdownHandle>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -243,6 +271,14 @@ impl Instance {
             )?)),
             _ => None,
         };
+        let control = if options.control_socket {
+            Some(Arc::new(ControlServer::bind(
+                &options.runtime_dir,
+                &options.name,
+            )?))
+        } else {
+            None
+        };
         Ok(Instance {
             options,
             spawner,
@@ -256,6 +292,8 @@ impl Instance {
             generations: Vec::new(),
             server_group: Arc::default(),
             ignored_in_child: Vec::new(),
+            control,
+            control_stop: None,
         })
     }
 
@@ -306,11 +344,27 @@ impl Instance {
         cancel: &CancelToken,
         observer: &mut dyn FnMut(Boundary),
     ) -> std::result::Result<u64, StartFailure> {
+        let (number, generation) = self.launch(cancel, observer, None)?;
+        self.commit(number, generation)?;
+        Ok(number)
+    }
+
+    /// Starts the next generation and waits for its readiness (see
+    /// [`Instance::start`]); the generation is not the current one yet.
+    /// With `reload`, the instance already serves: readiness comes through
+    /// the serving loop's inbox, and events meant for the loop are kept.
+    fn launch(
+        &mut self,
+        cancel: &CancelToken,
+        observer: &mut dyn FnMut(Boundary),
+        reload: Option<ReloadWait<'_>>,
+    ) -> std::result::Result<(u64, Generation), StartFailure> {
         let lifecycle = Lifecycle::new();
         let number = self.generations.last().map_or(1, |g| g.number + 1);
         let mut steps = GenerationStart {
             instance: self,
             tail: None,
+            reload,
         };
         let started = lifecycle.start(cancel, &mut steps, observer);
         let tail = steps.tail.take().map(|t| t.tail()).unwrap_or_default();
@@ -345,6 +399,18 @@ impl Instance {
             generation.stop(Signal::TERM, TREE_GRACE);
             return Err(StartFailure::Failed(err));
         }
+        Ok((number, generation))
+    }
+
+    /// Makes a started generation the current one: the record says `ready`
+    /// with its pid, and forwarded signals go to its process group.
+    fn commit(
+        &mut self,
+        number: u64,
+        generation: Generation,
+    ) -> std::result::Result<(), StartFailure> {
+        let pid = generation.pid();
+        self.server_group.store(pid, Ordering::SeqCst);
         self.generations.push(Running { number, generation });
         let status = self.status.take();
         let mut record = self.record.take().ok_or_else(|| {
@@ -362,7 +428,7 @@ impl Instance {
         let published = self.publisher().and_then(|p| p.publish(&record));
         self.record = Some(record);
         published.map_err(StartFailure::Failed)?;
-        Ok(number)
+        Ok(())
     }
 
     /// Publishes the record as it is now (best effort for status updates).
@@ -391,6 +457,9 @@ impl Instance {
     }
 
     fn end_generations(&mut self, stop_signal: Signal, grace: Duration) {
+        if let Some(stop) = self.control_stop.take() {
+            stop.shutdown();
+        }
         self.server_group.store(0, Ordering::SeqCst);
         for running in self.generations.drain(..) {
             running.generation.stop(stop_signal, grace);
@@ -403,6 +472,9 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if let Some(stop) = self.control_stop.take() {
+            stop.shutdown();
+        }
         if !self.generations.is_empty() || reaper::adopts_orphans() {
             self.end_generations(Signal::TERM, TREE_GRACE);
         }
@@ -432,6 +504,8 @@ struct GenerationStart<'a> {
     instance: &'a mut Instance,
     /// The new child's stderr tail, to explain a failed start.
     tail: Option<Output>,
+    /// Set for a reload (the instance already serves).
+    reload: Option<ReloadWait<'a>>,
 }
 
 impl StartSteps for GenerationStart<'_> {
@@ -461,6 +535,10 @@ impl StartSteps for GenerationStart<'_> {
             listeners,
         )?;
         record.state = RecordState::Starting;
+        record.control_socket = instance
+            .control
+            .as_ref()
+            .map(|c| c.path().display().to_string());
         record.drain_timeout_ms =
             Some(u64::try_from(instance.options.drain_timeout.as_millis()).unwrap_or(u64::MAX));
         publisher.publish(&record)?;
@@ -522,9 +600,13 @@ impl StartSteps for GenerationStart<'_> {
         }
         let generation = Generation::spawn(&instance.spawner, spec)?;
         self.tail = Some(generation.stderr().clone());
-        instance
-            .server_group
-            .store(generation.pid(), Ordering::SeqCst);
+        if instance.generations.is_empty() {
+            // Forwarded signals reach the first server from its spawn on (a
+            // reload's new generation only once it is committed).
+            instance
+                .server_group
+                .store(generation.pid(), Ordering::SeqCst);
+        }
         // The server leads its own group: record it at once, so whoever takes
         // the name after this launcher died by SIGKILL can end what is left of
         // the tree (until then, the parent-death signal covers the child). A
@@ -543,6 +625,9 @@ impl StartSteps for GenerationStart<'_> {
     }
 
     fn wait_ready(&mut self, child: &mut Generation, cancel: &CancelToken) -> ReadyOutcome {
+        if let Some(reload) = self.reload.as_mut() {
+            return reload::wait_ready(self.instance, reload, child, cancel);
+        }
         let instance = &mut *self.instance;
         let child: &Generation = child;
         let main_pid = child.pid();
@@ -788,6 +873,7 @@ pub fn run_with(
     if let Some(server) = &instance.notify {
         forward_notify_messages(server.clone(), events.clone());
     }
+    serve_control(&mut instance, events.clone());
 
     // 6. Ready.
     if !instance.options.quiet
@@ -798,8 +884,8 @@ pub fn run_with(
         eprintln!("porthold: {name} ready on {url} (pid {main_pid})");
     }
 
-    // 7. Serve until the child ends; forward signals.
-    let status = supervise(&mut instance, &inbox);
+    // 7. Serve until the child ends; forward signals; reload on request.
+    let status = supervise(&mut instance, &inbox, &events, &cancel);
     instance.finish(Signal::TERM, TREE_GRACE)?;
     Ok(exit_code(status))
 }
@@ -840,6 +926,56 @@ fn watch_exit(running: &Running, events: Sender<Event>) -> Result<()> {
     Ok(())
 }
 
+/// Serves the control socket from its own thread: a reload request goes to
+/// the serving loop, one at a time (a second one meanwhile is told so).
+fn serve_control(instance: &mut Instance, events: Sender<Event>) {
+    let Some(server) = instance.control.clone() else {
+        return;
+    };
+    instance.control_stop = Some(server.shutdown_handle());
+    let events = Mutex::new(events);
+    let reloading = std::sync::atomic::AtomicBool::new(false);
+    thread::spawn(move || {
+        let handler = |request: Request| -> Response {
+            match request {
+                Request::Reload { check, timeout_ms } => {
+                    if reloading.swap(true, Ordering::SeqCst) {
+                        return Response::InProgress;
+                    }
+                    let timeout = Duration::from_millis(timeout_ms);
+                    let (reply, answer) = mpsc::channel();
+                    let sent = lock(&events)
+                        .send(Event::Reload {
+                            check,
+                            timeout,
+                            reply,
+                        })
+                        .is_ok();
+                    // The loop answers within the timeout (plus the rollback's
+                    // own bounded kill); it is gone when the instance ended.
+                    let response = if sent {
+                        answer
+                            .recv_timeout(timeout + TREE_GRACE * 4)
+                            .unwrap_or_else(|_| Response::RolledBack {
+                                reason: "the instance ended during the reload".into(),
+                            })
+                    } else {
+                        Response::RolledBack {
+                            reason: "the instance has ended".into(),
+                        }
+                    };
+                    reloading.store(false, Ordering::SeqCst);
+                    response
+                }
+                Request::Status => Response::Unsupported {
+                    reason: "status is read from the discovery record (`porthold ps`)".into(),
+                },
+            }
+        };
+        let _ = server.serve(&handler);
+    });
+}
+
 /// Once the server is ready, passes every notify message on to the serving loop.
 fn forward_notify_messages(server: Arc<NotifyServer>, events: Sender<Event>) {
     thread::spawn(move || {
@@ -868,8 +1004,17 @@ fn with_tail(message: String, tail: &str) -> String {
 }
 
 /// The serving loop: returns the current generation's exit status.
-fn supervise(instance: &mut Instance, inbox: &Receiver<Event>) -> std::process::ExitStatus {
+fn supervise(
+    instance: &mut Instance,
+    inbox: &Receiver<Event>,
+    events: &Sender<Event>,
+    cancel: &CancelToken,
+) -> std::process::ExitStatus {
     let mut kill_at: Option<Instant> = None;
+    // Retired generations still draining: number and SIGKILL deadline.
+    let mut draining: Vec<(u64, Instant)> = Vec::new();
+    // Events a reload's readiness wait took from the inbox but did not use.
+    let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut stop_requests: Vec<Signal> = Vec::new();
     let mut last_publish = Instant::now();
     let mut publish_at: Option<Instant> = None;
@@ -883,22 +1028,77 @@ fn supervise(instance: &mut Instance, inbox: &Receiver<Event>) -> std::process::
         if let Some(status) = current.generation.try_wait() {
             return status;
         }
-        let deadline = [kill_at, publish_at].into_iter().flatten().min();
-        let event = match deadline {
-            Some(at) => match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => None,
-            },
-            None => inbox.recv().ok(),
+        let deadline = [kill_at, publish_at]
+            .into_iter()
+            .flatten()
+            .chain(draining.iter().map(|(_, at)| *at))
+            .min();
+        let event = if let Some(event) = pending.pop_front() {
+            Some(event)
+        } else {
+            match deadline {
+                Some(at) => {
+                    match inbox.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                        Ok(event) => Some(event),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => None,
+                    }
+                }
+                None => inbox.recv().ok(),
+            }
         };
         match event {
             // Reaped here, by its own pid; only the current generation's exit
-            // ends the loop (at its first check).
+            // ends the loop (at its first check). A retired generation that
+            // ended is forgotten.
             Some(Event::ChildExited(number)) => {
-                if let Some(running) = instance.generations.iter().find(|g| g.number == number) {
-                    running.generation.try_wait();
+                let current = instance.current().map(|g| g.number);
+                if let Some(index) = instance.generations.iter().position(|g| g.number == number)
+                    && instance.generations[index].generation.try_wait().is_some()
+                    && Some(number) != current
+                {
+                    let retired = instance.generations.remove(index);
+                    // Whatever its tree left behind goes with it.
+                    retired.generation.stop(Signal::KILL, Duration::ZERO);
+                    draining.retain(|(n, _)| *n != number);
                 }
+            }
+            Some(Event::Reload {
+                check,
+                timeout,
+                reply,
+            }) => {
+                let response = if kill_at.is_some() {
+                    Response::RolledBack {
+                        reason: "the instance is stopping".into(),
+                    }
+                } else {
+                    let mut deferred = Vec::new();
+                    let outcome =
+                        instance.reload(check.as_deref(), timeout, cancel, inbox, &mut deferred);
+                    pending.extend(deferred);
+                    match outcome {
+                        Ok(reloaded) => {
+                            if let Some(current) = instance.current() {
+                                let _ = watch_exit(current, events.clone());
+                            }
+                            draining
+                                .push((reloaded.retired, Instant::now() + options.drain_timeout));
+                            if !options.quiet {
+                                eprintln!(
+                                    "porthold: {} reloaded: generation {} (pid {}) serves",
+                                    options.name, reloaded.number, reloaded.pid
+                                );
+                            }
+                            Response::Reloaded { pid: reloaded.pid }
+                        }
+                        Err(Error::RolledBack { reason }) => Response::RolledBack { reason },
+                        Err(other) => Response::Unsupported {
+                            reason: other.to_string(),
+                        },
+                    }
+                };
+                let _ = reply.send(response);
             }
             Some(Event::Signal(signal)) => {
                 // Every event here is a stop request (forwarded signals never reach this loop).
@@ -968,6 +1168,13 @@ fn supervise(instance: &mut Instance, inbox: &Receiver<Event>) -> std::process::
                     last_publish = now;
                     publish_at = None;
                 }
+                for (number, _) in draining.iter().filter(|(_, at)| now >= *at) {
+                    if let Some(retired) = instance.generations.iter().find(|g| g.number == *number)
+                    {
+                        retired.generation.signal(Signal::KILL);
+                    }
+                }
+                draining.retain(|(_, at)| now < *at);
                 if kill_at.is_some_and(|at| now >= at) {
                     tree::signal_group(main_pid, Signal::KILL);
                     kill_at = None;

@@ -1,0 +1,303 @@
+//! Reload: a new generation on the same sockets, the overlap model
+//! (PRODUCT.md §3.3).
+//!
+//! 1. the optional pre-flight check (a failure leaves the old generation untouched);
+//! 2. generation n+1 is spawned on duplicates of the same listening sockets
+//!    (the executable resolved again; `LISTEN_PID` is the new child's);
+//! 3. its readiness: `notify` (`READY=1` from n+1's tree only), `cmd:` and
+//!    `delay:` as configured; `listen`, `tcp` and `http:` cannot tell two
+//!    generations apart through one shared socket, so n+1 must live for
+//!    [`RunOptions::reload_delay`](super::RunOptions::reload_delay) instead;
+//! 4. the confirm window: n+1 must stay alive for
+//!    [`RunOptions::reload_confirm`](super::RunOptions::reload_confirm)
+//!    while n still serves;
+//! 5. commit: n+1 is the record's current generation; n gets the stop
+//!    signal, and SIGKILL after the drain timeout (the serving loop keeps
+//!    that deadline; the reload returns at the commit).
+//!
+//! Any failure in steps 1–4, the timeout, or a stop request rolls back: n+1's
+//! whole tree is killed and n, which never stopped accepting, serves on.
+//! Connections that arrive meanwhile wait in the one backlog both
+//! generations accept from: nothing is refused.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use super::{Event, Instance, StartFailure, TREE_GRACE};
+use crate::activation::notify;
+use crate::activation::spawn::SpawnRequest;
+use crate::discovery::State as RecordState;
+use crate::error::{Error, Result};
+use crate::supervisor::generation::Generation;
+use crate::supervisor::lifecycle::CancelToken;
+use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
+use crate::supervisor::tree;
+
+/// What a reload's readiness wait needs from the serving loop: its inbox
+/// (notify messages arrive there) and a place for the events it must not lose.
+pub(super) struct ReloadWait<'a> {
+    pub(super) inbox: &'a Receiver<Event>,
+    pub(super) deferred: &'a mut Vec<Event>,
+}
+
+/// The outcome of a committed reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reloaded {
+    /// The new generation's number and pid.
+    pub(super) number: u64,
+    pub(super) pid: u32,
+    /// The generation it replaced (now sent the stop signal).
+    pub(super) retired: u64,
+}
+
+impl Instance {
+    /// Runs one reload to its commit or its rollback (see the module docs).
+    /// `cancel` is the instance's stop request; `deferred` receives the
+    /// events for the serving loop that arrived meanwhile.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for an instance that holds no socket (`no_fds`);
+    /// [`Error::RolledBack`] naming the reason otherwise.
+    pub(super) fn reload(
+        &mut self,
+        check: Option<&str>,
+        timeout: Duration,
+        cancel: &CancelToken,
+        inbox: &Receiver<Event>,
+        deferred: &mut Vec<Event>,
+    ) -> Result<Reloaded> {
+        if self.options.no_fds {
+            return Err(Error::invalid(
+                format!(
+                    "instance {} holds no socket (its server binds its port by itself): a reload would refuse connections",
+                    self.options.name
+                ),
+                None,
+            ));
+        }
+        let Some(old) = self.current().map(|g| g.number) else {
+            return Err(Error::RolledBack {
+                reason: "the instance has no running generation".into(),
+            });
+        };
+        // One token for the reload: cancelled by a stop request or the timeout.
+        let deadline = Instant::now() + timeout;
+        let token = CancelToken::new();
+        let done = CancelToken::new();
+        {
+            let (token, done, cancel) = (token.clone(), done.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                loop {
+                    if cancel.is_cancelled() || Instant::now() >= deadline {
+                        token.cancel();
+                        return;
+                    }
+                    if done.wait_timeout(Duration::from_millis(20)) {
+                        return;
+                    }
+                }
+            });
+        }
+        self.set_state(RecordState::Reloading);
+        let result = self.reload_steps(check, &token, cancel, inbox, deferred);
+        done.cancel();
+        match result {
+            Ok((number, pid)) => {
+                let old_pid = self
+                    .generations
+                    .iter()
+                    .find(|g| g.number == old)
+                    .map(|g| g.generation.pid());
+                if let Some(old_pid) = old_pid {
+                    tree::signal_group(old_pid, self.options.stop_signal);
+                }
+                Ok(Reloaded {
+                    number,
+                    pid,
+                    retired: old,
+                })
+            }
+            Err(reason) => {
+                self.set_state(RecordState::Ready);
+                Err(Error::RolledBack { reason })
+            }
+        }
+    }
+
+    fn reload_steps(
+        &mut self,
+        check: Option<&str>,
+        token: &CancelToken,
+        cancel: &CancelToken,
+        inbox: &Receiver<Event>,
+        deferred: &mut Vec<Event>,
+    ) -> std::result::Result<(u64, u32), String> {
+        let why_cancelled = || {
+            if cancel.is_cancelled() {
+                "the instance is stopping".to_string()
+            } else {
+                "the reload's timeout passed".to_string()
+            }
+        };
+        if let Some(check) = check {
+            self.run_check(check, token).map_err(|e| {
+                if token.is_cancelled() {
+                    why_cancelled()
+                } else {
+                    e
+                }
+            })?;
+        }
+        let wait = ReloadWait { inbox, deferred };
+        let launched = self.launch(token, &mut |_| {}, Some(wait));
+        let (number, generation) = match launched {
+            Ok(launched) => launched,
+            Err(StartFailure::Cancelled) => return Err(why_cancelled()),
+            Err(StartFailure::Failed(e)) => return Err(e.to_string()),
+        };
+        // The confirm window: n+1 must stay alive while n still serves.
+        let confirm_end = Instant::now() + self.options.reload_confirm;
+        loop {
+            if let Some(status) = generation.try_wait() {
+                generation.stop(Signal::TERM, TREE_GRACE);
+                return Err(format!(
+                    "generation {number} exited within the confirm window ({status})"
+                ));
+            }
+            if token.is_cancelled() {
+                generation.stop(Signal::TERM, TREE_GRACE);
+                return Err(why_cancelled());
+            }
+            let left = confirm_end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            generation.wait_timeout(left.min(Duration::from_millis(20)));
+        }
+        let pid = generation.pid();
+        self.commit(number, generation).map_err(|e| match e {
+            StartFailure::Cancelled => why_cancelled(),
+            StartFailure::Failed(e) => e.to_string(),
+        })?;
+        Ok((number, pid))
+    }
+
+    /// The pre-flight check: `sh -c CHECK` with the server's environment;
+    /// `Err` with the reason unless it exits 0.
+    fn run_check(&self, check: &str, token: &CancelToken) -> std::result::Result<(), String> {
+        let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()]);
+        for (k, v) in &self.env {
+            request = request.env(k, v);
+        }
+        let child = request
+            .spawn()
+            .map_err(|e| format!("the check `{check}` could not start: {e}"))?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(format!("the check `{check}` failed ({status})"));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("waiting for the check `{check}`: {e}")),
+            }
+            if token.wait_timeout(Duration::from_millis(5)) {
+                tree::signal_group(child.pid(), Signal::KILL);
+                let _ = child.kill(Signal::KILL);
+                let _ = child.wait();
+                return Err("cancelled".into());
+            }
+        }
+    }
+
+    fn set_state(&mut self, state: RecordState) {
+        if let Some(record) = self.record.as_mut() {
+            record.state = state;
+        }
+        let _ = self.republish();
+    }
+}
+
+/// A reload's readiness wait for generation n+1 (`child`).
+pub(super) fn wait_ready(
+    instance: &mut Instance,
+    reload: &mut ReloadWait<'_>,
+    child: &Generation,
+    cancel: &CancelToken,
+) -> ReadyOutcome {
+    let mut child_exited = || child.try_wait();
+    let options = &instance.options;
+    match &options.ready {
+        ReadyMode::Notify { .. } => {
+            // The notify socket's messages reach the serving loop's inbox:
+            // READY=1 counts only from n+1's tree; everything else is kept.
+            let start = Instant::now();
+            let main_pid = child.pid();
+            loop {
+                if cancel.is_cancelled() {
+                    return ReadyOutcome::Cancelled;
+                }
+                if let Some(status) = child_exited() {
+                    return ReadyOutcome::ChildExited(status);
+                }
+                let left = options.ready_timeout.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    return ReadyOutcome::TimedOut {
+                        waited: start.elapsed(),
+                        last_error: None,
+                    };
+                }
+                match reload
+                    .inbox
+                    .recv_timeout(left.min(Duration::from_millis(20)))
+                {
+                    Ok(Event::Notify(message))
+                        if notify::accepts(options.notify_access, main_pid, message.pid) =>
+                    {
+                        if message.status.is_some() {
+                            instance.status.clone_from(&message.status);
+                        }
+                        if message.ready {
+                            return ReadyOutcome::Ready;
+                        }
+                    }
+                    Ok(event) => reload.deferred.push(event),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return ReadyOutcome::Cancelled,
+                }
+            }
+        }
+        mode => {
+            let mode = match mode {
+                ReadyMode::Listen | ReadyMode::Tcp | ReadyMode::Http { .. } => {
+                    let mode = match mode {
+                        ReadyMode::Listen => "listen",
+                        ReadyMode::Tcp => "tcp",
+                        _ => "http:",
+                    };
+                    if !options.quiet {
+                        eprintln!(
+                            "porthold: {}: readiness `{mode}` cannot tell two generations apart through one socket; generation {} must stay alive for {:?} instead",
+                            options.name,
+                            instance.generations.last().map_or(1, |g| g.number + 1),
+                            options.reload_delay
+                        );
+                    }
+                    ReadyMode::Delay(options.reload_delay)
+                }
+                other => other.clone(),
+            };
+            let mut probe = ProbeOptions::new(None, options.ready_timeout);
+            probe.cmd_env = instance.env.clone();
+            match ready::wait_ready(&mode, &probe, cancel, &mut child_exited) {
+                Ok(outcome) => outcome,
+                Err(e) => ReadyOutcome::TimedOut {
+                    waited: Duration::ZERO,
+                    last_error: Some(e.to_string()),
+                },
+            }
+        }
+    }
+}
