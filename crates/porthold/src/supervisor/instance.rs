@@ -27,9 +27,15 @@
 //!    killed and reaped, the record is removed and the lock released; porthold
 //!    exits with the child's code (128+signal when it was killed).
 //!
-//! One thread reaps: it owns every `waitpid` of the process, so the main
-//! child's status can never be stolen by an orphan reap (porthold is a
-//! subreaper and adopts the tree's orphans).
+//! 8. **Reload** (with [`RunOptions::control_socket`]): `porthold reload`
+//!    asks through the control socket for a new generation on the same
+//!    sockets; see the `reload` submodule for its steps and rollback.
+//!
+//! Each generation is waited for by its own pid (never `waitpid(-1)`), so an
+//! instance disturbs no other child of the process it lives in. Only an
+//! embedder that called [`reaper::adopt_orphans`] (the CLI, a subreaper)
+//! also has the tree's re-parented orphans reaped, by one thread that never
+//! takes a status an instance owns.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,0 +1,204 @@
+//! Reloads leave nothing behind: after 100 reloads the launcher holds as many
+//! fds as before (±2) and has no zombie child; an old generation that ignores
+//! the stop signal is killed after the drain timeout; a server executable
+//! replaced on disk between two reloads is what the next generation runs.
+
+mod runner;
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use runner::{finish, runtime_dir, signal, spawn_run, wait_ready};
+use util::TestEnv;
+
+fn reload(env: &TestEnv, name: &str) -> u32 {
+    let out = env.cmd().args(["reload", "--name", name]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The launcher's children as (pid, state).
+fn children(pid: u32) -> Vec<(u32, char)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| porthold::identity::stat(p).ok().flatten())
+        .filter(|s| s.ppid == pid)
+        .map(|s| (s.pid, s.state))
+        .collect()
+}
+
+fn gone(pid: u32) -> bool {
+    porthold::identity::stat(pid)
+        .ok()
+        .flatten()
+        .is_none_or(|s| s.state == 'Z')
+}
+
+#[test]
+fn a_hundred_reloads_leak_no_fd_and_leave_no_zombie() {
+    let env = TestEnv::new();
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "many",
+            "--ready",
+            "delay:1ms",
+            "--reload-confirm",
+            "5ms",
+            "--drain-timeout",
+            "2s",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    wait_ready(&env, "many", &mut launcher);
+    // One reload first: the control socket's serving thread and the
+    // reload's own bookkeeping exist from then on.
+    let mut last = reload(&env, "many");
+    let before = fd_count(launcher.id());
+    for _ in 0..100 {
+        let pid = reload(&env, "many");
+        assert_ne!(pid, last);
+        last = pid;
+    }
+    // The retired generations end (SIGTERM ends `sleep`); then only the
+    // current one is a child, and no child is a zombie.
+    let deadline = Instant::now() + runner::HANG;
+    let kids = loop {
+        let kids = children(launcher.id());
+        if kids.len() == 1 || Instant::now() >= deadline {
+            break kids;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let after = fd_count(launcher.id());
+    signal(launcher.id(), libc::SIGTERM);
+    let _ = finish(launcher);
+    assert_eq!(
+        kids.iter().map(|k| k.0).collect::<Vec<_>>(),
+        vec![last],
+        "children after 101 reloads: {kids:?}"
+    );
+    assert!(kids.iter().all(|k| k.1 != 'Z'), "{kids:?}");
+    assert!(
+        after.abs_diff(before) <= 2,
+        "the launcher held {before} fds after the first reload and {after} after 100 more"
+    );
+}
+
+#[test]
+fn an_old_generation_that_ignores_the_stop_signal_is_killed_after_the_drain_timeout() {
+    let env = TestEnv::new();
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "stubborn",
+            "--ready",
+            "delay:1ms",
+            "--reload-confirm",
+            "5ms",
+            "--drain-timeout",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; while :; do sleep 0.05; done",
+        ],
+    );
+    let live = wait_ready(&env, "stubborn", &mut launcher);
+    let old = live.record.child_pid.unwrap();
+    let started = Instant::now();
+    let new = reload(&env, "stubborn");
+    assert_ne!(new, old);
+    while !gone(old) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the old generation outlived its drain timeout by far"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!gone(new), "the new generation was killed with the old one");
+    // (SIGTERM is ignored by the server: the launcher's stop ends in SIGKILL
+    // after the drain timeout too.)
+    signal(launcher.id(), libc::SIGTERM);
+    let _ = finish(launcher);
+}
+
+#[test]
+fn a_server_replaced_on_disk_runs_as_the_new_code_after_a_reload() {
+    let env = TestEnv::new();
+    let bin = env.dir.path().join("server");
+    let marker = env.dir.path().join("version");
+    let write_server = |version: &str| {
+        // Replaced by rename, as a build does: the running generation keeps
+        // its old inode, the next exec reads the new one.
+        let tmp = env.dir.path().join("server.tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "#!/bin/sh\necho {version} > '{}'\nexec sleep 1000\n",
+                marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &bin).unwrap();
+    };
+    let read_version = |expect: &str| {
+        let deadline = Instant::now() + runner::HANG;
+        loop {
+            if std::fs::read_to_string(&marker).is_ok_and(|v| v.trim() == expect) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server never wrote {expect}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    write_server("v1");
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "rebuilt",
+            "--ready",
+            "delay:1ms",
+            "--reload-confirm",
+            "5ms",
+            "--",
+            bin.to_str().unwrap(),
+        ],
+    );
+    wait_ready(&env, "rebuilt", &mut launcher);
+    read_version("v1");
+    write_server("v2");
+    let pid = reload(&env, "rebuilt");
+    read_version("v2");
+    let record = porthold::discovery::probe(&runtime_dir(&env), "rebuilt")
+        .unwrap()
+        .record
+        .unwrap();
+    assert_eq!(record.child_pid, Some(pid));
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    signal(launcher.id(), libc::SIGTERM);
+    let _ = finish(launcher);
+}
