@@ -202,3 +202,59 @@ fn a_server_replaced_on_disk_runs_as_the_new_code_after_a_reload() {
     signal(launcher.id(), libc::SIGTERM);
     let _ = finish(launcher);
 }
+
+#[test]
+fn sighup_with_on_hup_reload_starts_a_new_generation_and_keeps_the_instance() {
+    let env = TestEnv::new();
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "hup",
+            "--on-hup",
+            "reload",
+            "--ready",
+            "delay:1ms",
+            "--reload-confirm",
+            "5ms",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let live = wait_ready(&env, "hup", &mut launcher);
+    let old = live.record.child_pid.unwrap();
+    signal(launcher.id(), libc::SIGHUP);
+    let deadline = Instant::now() + runner::HANG;
+    let record = loop {
+        let record = porthold::discovery::probe(&runtime_dir(&env), "hup")
+            .unwrap()
+            .record
+            .expect("the instance lives on");
+        if record.generation == 2 && record.state == porthold::discovery::State::Ready {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP never reloaded: {record:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let new = record.child_pid.unwrap();
+    assert_ne!(new, old);
+    while !gone(old) {
+        assert!(
+            Instant::now() < deadline,
+            "the old generation was never retired"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        launcher.try_wait().unwrap().is_none(),
+        "SIGHUP ended the launcher"
+    );
+    signal(launcher.id(), libc::SIGTERM);
+    let (code, _, err) = finish(launcher);
+    assert_eq!(code, Some(128 + libc::SIGTERM), "{err}");
+}

@@ -53,9 +53,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_fds: bool,
     /// What SIGHUP to porthold (the terminal went away) does: stop the instance (stop
-    /// signal, drain, kill) or forward SIGHUP to the server. Under `nohup` SIGHUP stays
-    /// ignored, for porthold and the server.
-    #[arg(long, value_name = "ACTION", default_value = "stop", value_parser = ["stop", "forward"])]
+    /// signal, drain, kill), forward SIGHUP to the server, or reload it (a new generation
+    /// on the same sockets, as `porthold reload`). Under `nohup` SIGHUP stays ignored,
+    /// for porthold and the server.
+    #[arg(long, value_name = "ACTION", default_value = "stop", value_parser = ["stop", "forward", "reload"])]
     pub on_hup: String,
     /// Who may send READY=1 in --ready notify: tree (the child and its descendants) or main.
     #[arg(long, value_name = "WHO", default_value = "tree")]

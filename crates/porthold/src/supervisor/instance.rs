@@ -68,6 +68,8 @@ use reload::ReloadWait;
 
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
 const TREE_GRACE: Duration = Duration::from_secs(2);
+/// How long a reload asked for by a signal (`--on-hup reload`) may take.
+const SIGNAL_RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// A server's `STATUS=` updates reach the record at most this often.
 const STATUS_REPUBLISH: Duration = Duration::from_millis(100);
 
@@ -844,6 +846,19 @@ pub fn run_with(
                             tree::signal_group(group, signal);
                         }
                     }
+                    SignalAction::Reload => {
+                        // Nobody waits for the answer: the serving loop says
+                        // on stderr how the reload ended.
+                        let (reply, _) = mpsc::channel();
+                        let reload = Event::Reload {
+                            check: None,
+                            timeout: SIGNAL_RELOAD_TIMEOUT,
+                            reply,
+                        };
+                        if events.send(reload).is_err() {
+                            return;
+                        }
+                    }
                     SignalAction::Ignore => {}
                 }
             }
@@ -1098,7 +1113,10 @@ fn supervise(
                             }
                             Response::Reloaded { pid: reloaded.pid }
                         }
-                        Err(Error::RolledBack { reason }) => Response::RolledBack { reason },
+                        Err(Error::RolledBack { reason }) => {
+                            eprintln!("porthold: {} reload rolled back: {reason}", options.name);
+                            Response::RolledBack { reason }
+                        }
                         Err(other) => Response::Unsupported {
                             reason: other.to_string(),
                         },

@@ -44,6 +44,8 @@ pub enum HupAction {
     Stop,
     /// Pass SIGHUP on to the server's process group.
     Forward,
+    /// Reload the instance: a new generation on the same sockets.
+    Reload,
 }
 
 impl HupAction {
@@ -55,9 +57,10 @@ impl HupAction {
         match text {
             "stop" => Ok(HupAction::Stop),
             "forward" => Ok(HupAction::Forward),
+            "reload" => Ok(HupAction::Reload),
             other => Err(Error::invalid(
                 format!("unknown SIGHUP action `{other}`"),
-                Some("use `stop` or `forward`".to_string()),
+                Some("use `stop`, `forward` or `reload`".to_string()),
             )),
         }
     }
@@ -70,6 +73,8 @@ pub enum SignalAction {
     Stop(Signal),
     /// Send this signal to the server's process group (if there is a server yet).
     Forward(Signal),
+    /// Start a new generation on the same sockets, as `porthold reload` does.
+    Reload,
     /// Nothing: the signal only must not kill porthold.
     Ignore,
 }
@@ -123,6 +128,7 @@ impl SignalPolicy {
                 (true, _) => SignalAction::Ignore,
                 (false, HupAction::Stop) => SignalAction::Stop(Signal::HUP),
                 (false, HupAction::Forward) => SignalAction::Forward(Signal::HUP),
+                (false, HupAction::Reload) => SignalAction::Reload,
             };
         }
         if let Some(s) = STOP.into_iter().find(|s| s.as_raw() == raw) {
@@ -290,6 +296,12 @@ mod tests {
     fn hup_actions_parse() {
         assert_eq!(HupAction::parse("stop").unwrap(), HupAction::Stop);
         assert_eq!(HupAction::parse("forward").unwrap(), HupAction::Forward);
-        assert!(HupAction::parse("reload").is_err());
+        assert_eq!(HupAction::parse("reload").unwrap(), HupAction::Reload);
+        assert!(HupAction::parse("restart").is_err());
+        let reload = SignalPolicy {
+            hup: HupAction::Reload,
+            hup_inherited_ignored: false,
+        };
+        assert_eq!(reload.classify(libc::SIGHUP), SignalAction::Reload);
     }
 }
