@@ -52,6 +52,7 @@ fn a_stop_request_from_the_embedders_source_ends_the_instance_and_no_handler_is_
         control_socket: false,
         reload_delay: instance::DEFAULT_RELOAD_DELAY,
         reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
+        restart: instance::RestartPolicy::Never,
     };
     let (stop, source) = mpsc::channel::<SignalAction>();
     let instance = std::thread::spawn(move || instance::run(options, source));

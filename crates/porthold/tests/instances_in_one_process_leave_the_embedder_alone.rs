@@ -40,6 +40,7 @@ fn options(runtime_dir: &Path, name: &str, command: &[&str]) -> RunOptions {
         control_socket: false,
         reload_delay: instance::DEFAULT_RELOAD_DELAY,
         reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
+        restart: instance::RestartPolicy::Never,
     }
 }
 

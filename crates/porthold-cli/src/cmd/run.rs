@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// the old one still serves, before the reload commits.
     #[arg(long, value_name = "DURATION", default_value = "500ms")]
     pub reload_confirm: String,
+    /// Start the server again on the same sockets when it exits by itself: never,
+    /// on-failure (a non-zero exit or a signal) or always; after 100ms, then 1.5x longer
+    /// each time up to 10s (reset by 30s of uptime); 10 exits in a row end the instance.
+    #[arg(long, value_name = "WHEN", default_value = "never", value_parser = ["never", "on-failure", "always"])]
+    pub restart: String,
     /// Give up on readiness after this long (exit 8, the child killed).
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub ready_timeout: String,
@@ -163,6 +168,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         reload_delay: porthold::duration::parse(&args.reload_delay).context("in --reload-delay")?,
         reload_confirm: porthold::duration::parse(&args.reload_confirm)
             .context("in --reload-confirm")?,
+        restart: instance::RestartPolicy::parse(&args.restart)?,
     };
     // porthold owns its server's whole tree: orphans of the tree are
     // re-parented here and reaped, and the instance's end ends them too.

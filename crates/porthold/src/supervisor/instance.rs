@@ -116,6 +116,72 @@ pub struct RunOptions {
     /// How long a new generation must stay alive after it is ready, while the
     /// old one still serves, before a reload commits.
     pub reload_confirm: Duration,
+    /// Whether a server that exits by itself is started again on the same sockets.
+    pub restart: RestartPolicy,
+}
+
+/// When a server that exited by itself is started again, on the same sockets
+/// (connections wait in the backlog meanwhile).
+///
+/// The first restart comes after [`RESTART_FIRST_DELAY`], each next one
+/// [`RESTART_FACTOR`] times later, at most [`RESTART_MAX_DELAY`]; a server
+/// that ran for [`RESTART_HEALTHY`] resets that. After [`RESTART_MAX_FAILURES`]
+/// exits without a healthy run in between, the instance ends with the last
+/// exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Never: the server's exit ends the instance.
+    #[default]
+    Never,
+    /// When it exits with a failure (a non-zero code or a signal).
+    OnFailure,
+    /// Whenever it exits by itself.
+    Always,
+}
+
+impl RestartPolicy {
+    /// Parses `never`, `on-failure` or `always`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the value otherwise.
+    pub fn parse(text: &str) -> Result<RestartPolicy> {
+        match text {
+            "never" | "no" => Ok(RestartPolicy::Never),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            other => Err(Error::invalid(
+                format!("unknown restart policy `{other}`"),
+                Some("use `never`, `on-failure` or `always`".into()),
+            )),
+        }
+    }
+
+    fn restarts_after(self, status: std::process::ExitStatus) -> bool {
+        match self {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => !status.success(),
+            RestartPolicy::Always => true,
+        }
+    }
+}
+
+/// The first restart's delay.
+pub const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Each further restart's delay is the last one times this.
+pub const RESTART_FACTOR: f64 = 1.5;
+/// The longest delay before a restart.
+pub const RESTART_MAX_DELAY: Duration = Duration::from_secs(10);
+/// A server that ran this long was healthy: the delays start over.
+pub const RESTART_HEALTHY: Duration = Duration::from_secs(30);
+/// This many exits without a healthy run in between end the instance.
+pub const RESTART_MAX_FAILURES: u32 = 10;
+
+/// The delay before restart number `failures + 1` of an unhealthy streak.
+fn restart_delay(failures: u32) -> Duration {
+    let factor = RESTART_FACTOR.powi(i32::try_from(failures).unwrap_or(i32::MAX));
+    RESTART_FIRST_DELAY
+        .mul_f64(factor.min(RESTART_MAX_DELAY.as_secs_f64() / RESTART_FIRST_DELAY.as_secs_f64()))
+        .min(RESTART_MAX_DELAY)
 }
 
 /// [`RunOptions::reload_delay`]'s usual value.
@@ -1040,16 +1106,46 @@ fn supervise(
     let mut last_publish = Instant::now();
     let mut publish_at: Option<Instant> = None;
     let options = instance.options.clone();
+    // `--restart`: when the pending restart is due, the exit it follows, the
+    // unhealthy streak's length, and when the current generation started.
+    let mut restart_at: Option<(Instant, std::process::ExitStatus)> = None;
+    let mut failures: u32 = 0;
+    let mut current_since = Instant::now();
     loop {
         let Some(current) = instance.current() else {
             // Unreachable after a successful start; end as if killed.
             return std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
         };
         let main_pid = current.generation.pid();
-        if let Some(status) = current.generation.try_wait() {
-            return status;
+        if restart_at.is_none()
+            && let Some(status) = current.generation.try_wait()
+        {
+            if kill_at.is_some() || cancel.is_cancelled() || !options.restart.restarts_after(status)
+            {
+                return status;
+            }
+            if current_since.elapsed() >= RESTART_HEALTHY {
+                failures = 0;
+            }
+            if failures >= RESTART_MAX_FAILURES {
+                eprintln!(
+                    "porthold: {}: the server exited {} times without running {:?}; giving up ({status})",
+                    options.name, RESTART_MAX_FAILURES, RESTART_HEALTHY
+                );
+                return status;
+            }
+            let delay = restart_delay(failures);
+            failures += 1;
+            if !options.quiet {
+                eprintln!(
+                    "porthold: {}: the server exited ({status}); starting it again in {delay:?}",
+                    options.name
+                );
+            }
+            instance.set_state(RecordState::Starting);
+            restart_at = Some((Instant::now() + delay, status));
         }
-        let deadline = [kill_at, publish_at]
+        let deadline = [kill_at, publish_at, restart_at.map(|(at, _)| at)]
             .into_iter()
             .flatten()
             .chain(draining.iter().map(|(_, at)| *at))
@@ -1093,6 +1189,10 @@ fn supervise(
                     Response::RolledBack {
                         reason: "the instance is stopping".into(),
                     }
+                } else if restart_at.is_some() {
+                    Response::RolledBack {
+                        reason: "the server exited and is being restarted".into(),
+                    }
                 } else {
                     let mut deferred = Vec::new();
                     let outcome =
@@ -1123,6 +1223,12 @@ fn supervise(
                     }
                 };
                 let _ = reply.send(response);
+            }
+            Some(Event::Signal(_)) if restart_at.is_some() => {
+                // Nothing runs: a stop request ends the instance with the last exit.
+                if let Some((_, status)) = restart_at {
+                    return status;
+                }
             }
             Some(Event::Signal(signal)) => {
                 // Every event here is a stop request (forwarded signals never reach this loop).
@@ -1187,6 +1293,43 @@ fn supervise(
             }
             None => {
                 let now = Instant::now();
+                if let Some((at, status)) = restart_at
+                    && now >= at
+                {
+                    let mut deferred = Vec::new();
+                    let restarted = instance.restart(cancel, inbox, &mut deferred);
+                    pending.extend(deferred);
+                    match restarted {
+                        Ok((number, pid)) => {
+                            restart_at = None;
+                            current_since = Instant::now();
+                            if let Some(current) = instance.current() {
+                                let _ = watch_exit(current, events.clone());
+                            }
+                            if !options.quiet {
+                                eprintln!(
+                                    "porthold: {}: restarted: generation {number} (pid {pid})",
+                                    options.name
+                                );
+                            }
+                        }
+                        Err(StartFailure::Cancelled) => return status,
+                        Err(StartFailure::Failed(error)) => {
+                            if failures >= RESTART_MAX_FAILURES {
+                                eprintln!("porthold: {}: giving up: {error}", options.name);
+                                return status;
+                            }
+                            let delay = restart_delay(failures);
+                            failures += 1;
+                            eprintln!(
+                                "porthold: {}: the restart failed ({error}); trying again in {delay:?}",
+                                options.name
+                            );
+                            restart_at = Some((Instant::now() + delay, status));
+                        }
+                    }
+                    continue;
+                }
                 if publish_at.is_some_and(|at| now >= at) {
                     let _ = instance.republish();
                     last_publish = now;
@@ -1226,6 +1369,21 @@ mod tests {
         assert_eq!(parse_signal("TERM").unwrap(), Signal::TERM);
         assert_eq!(parse_signal("sigint").unwrap(), Signal::INT);
         assert!(parse_signal("TERMINATE").is_err());
+    }
+
+    #[test]
+    fn restart_delays_grow_by_half_from_100ms_up_to_10s() {
+        let delays: Vec<u128> = (0..12).map(|n| restart_delay(n).as_millis()).collect();
+        assert_eq!(&delays[..4], &[100, 150, 225, 337]);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert!(restart_delay(11) < RESTART_MAX_DELAY);
+        assert_eq!(restart_delay(12), RESTART_MAX_DELAY);
+        assert_eq!(restart_delay(u32::MAX), RESTART_MAX_DELAY);
+        assert_eq!(
+            RestartPolicy::parse("on-failure").unwrap(),
+            RestartPolicy::OnFailure
+        );
+        assert!(RestartPolicy::parse("sometimes").is_err());
     }
 
     #[test]

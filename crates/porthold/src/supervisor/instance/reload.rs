@@ -40,6 +40,10 @@ use crate::supervisor::tree;
 pub(super) struct ReloadWait<'a> {
     pub(super) inbox: &'a Receiver<Event>,
     pub(super) deferred: &'a mut Vec<Event>,
+    /// Another generation still serves on the sockets (a reload), so a
+    /// readiness that cannot tell generations apart must wait instead;
+    /// `false` for a restart after the server exited.
+    pub(super) overlap: bool,
 }
 
 /// The outcome of a committed reload.
@@ -150,7 +154,11 @@ impl Instance {
                 }
             })?;
         }
-        let wait = ReloadWait { inbox, deferred };
+        let wait = ReloadWait {
+            inbox,
+            deferred,
+            overlap: true,
+        };
         let launched = self.launch(token, &mut |_| {}, Some(wait));
         let (number, generation) = match launched {
             Ok(launched) => launched,
@@ -212,7 +220,33 @@ impl Instance {
         }
     }
 
-    fn set_state(&mut self, state: RecordState) {
+    /// Starts a new generation after the current one exited by itself
+    /// (`--restart`): readiness as configured (nothing else serves on the
+    /// sockets), then it is the current generation and the exited ones are
+    /// forgotten. Returns its number and pid.
+    ///
+    /// # Errors
+    /// The start's failure (the child killed and reaped).
+    pub(super) fn restart(
+        &mut self,
+        cancel: &CancelToken,
+        inbox: &Receiver<Event>,
+        deferred: &mut Vec<Event>,
+    ) -> std::result::Result<(u64, u32), StartFailure> {
+        let wait = ReloadWait {
+            inbox,
+            deferred,
+            overlap: false,
+        };
+        let (number, generation) = self.launch(cancel, &mut |_| {}, Some(wait))?;
+        let pid = generation.pid();
+        self.commit(number, generation)?;
+        self.generations
+            .retain(|g| g.number == number || g.generation.try_wait().is_none());
+        Ok((number, pid))
+    }
+
+    pub(super) fn set_state(&mut self, state: RecordState) {
         if let Some(record) = self.record.as_mut() {
             record.state = state;
         }
@@ -271,15 +305,18 @@ pub(super) fn wait_ready(
         }
         mode => {
             let mode = match mode {
+                ReadyMode::Listen if !reload.overlap => return ReadyOutcome::Ready,
+                // Nothing else serves (a restart): the probe answers for this generation.
+                ReadyMode::Tcp | ReadyMode::Http { .. } if !reload.overlap => mode.clone(),
                 ReadyMode::Listen | ReadyMode::Tcp | ReadyMode::Http { .. } => {
-                    let mode = match mode {
+                    let name = match mode {
                         ReadyMode::Listen => "listen",
                         ReadyMode::Tcp => "tcp",
                         _ => "http:",
                     };
                     if !options.quiet {
                         eprintln!(
-                            "porthold: {}: readiness `{mode}` cannot tell two generations apart through one socket; generation {} must stay alive for {:?} instead",
+                            "porthold: {}: readiness `{name}` cannot tell two generations apart through one socket; generation {} must stay alive for {:?} instead",
                             options.name,
                             instance.generations.last().map_or(1, |g| g.number + 1),
                             options.reload_delay
@@ -289,7 +326,12 @@ pub(super) fn wait_ready(
                 }
                 other => other.clone(),
             };
-            let mut probe = ProbeOptions::new(None, options.ready_timeout);
+            let address = instance
+                .record
+                .as_ref()
+                .and_then(|r| r.listeners.iter().find_map(|l| l.socket_addr()))
+                .map(ready::probe_address);
+            let mut probe = ProbeOptions::new(address, options.ready_timeout);
             probe.cmd_env = instance.env.clone();
             match ready::wait_ready(&mode, &probe, cancel, &mut child_exited) {
                 Ok(outcome) => outcome,
