@@ -737,6 +737,21 @@ impl TxError {
 /// stays cheap; large enough that most writes cost no fsync.
 const WAL_TRUNCATE_BYTES: u64 = 32 * 4096;
 
+impl Registry {
+    /// Ends the session of a process that is about to exit: a registry that
+    /// was only read is not closed (no free of SQLite's caches and schema,
+    /// no unmapping: the exit does all of it at once, and releases the
+    /// locks, as when a reader is killed); one that wrote is dropped as
+    /// usual, so its WAL is checkpointed when long.
+    pub fn finish_before_exit(self) {
+        if self.wrote {
+            drop(self);
+        } else {
+            std::mem::forget(self);
+        }
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         if !self.wrote {
@@ -1374,6 +1389,52 @@ mod tests {
             .release(&ReleaseTarget::Key(request.key.clone()))
             .unwrap();
         assert_eq!(synchronous(&writer), 1, "the release wrote");
+    }
+
+    /// A reader that ends with `finish_before_exit` leaves the registry to
+    /// the next connections as a closed one would: they read, write and
+    /// release (here in the same process, where the leaked connection still
+    /// exists); a writer that ends so is dropped, its WAL checkpointed.
+    #[test]
+    fn a_registry_finished_before_exit_is_left_usable() {
+        use crate::key::Key;
+        use crate::net::{KernelPorts, PortRange};
+        let dir = tempfile::tempdir().unwrap();
+        let request = |path: &str| {
+            ReserveRequest::new(
+                Key {
+                    path: path.into(),
+                    tag: String::new(),
+                },
+                crate::pool::Pool::new(vec![PortRange::new(24000, 24099).unwrap()]).unwrap(),
+                KernelPorts {
+                    ephemeral: PortRange::new(32768, 60999).unwrap(),
+                    reserved: vec![],
+                },
+            )
+        };
+        let timeout = Duration::from_secs(5);
+        let mut writer = Registry::open(dir.path(), timeout).unwrap();
+        let port = writer
+            .reserve(&request("/a"), None)
+            .unwrap()
+            .reservation
+            .port;
+        writer.finish_before_exit();
+        for _ in 0..3 {
+            let mut reader = Registry::open(dir.path(), timeout).unwrap();
+            let again = reader.reserve(&request("/a"), None).unwrap();
+            assert_eq!((again.reservation.port, again.created), (port, false));
+            reader.finish_before_exit();
+        }
+        let mut next = Registry::open(dir.path(), Duration::from_millis(200)).unwrap();
+        let other = next.reserve(&request("/b"), None).unwrap();
+        assert!(other.created);
+        assert_ne!(other.reservation.port, port);
+        let removed = next
+            .release(&ReleaseTarget::Key(request("/a").key.clone()))
+            .unwrap();
+        assert_eq!(removed.len(), 1);
     }
 
     #[test]
