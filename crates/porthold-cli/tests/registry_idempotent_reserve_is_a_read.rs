@@ -191,6 +191,45 @@ fn an_idempotent_reserve_makes_no_fsync_no_file_and_no_write() {
     );
 }
 
+/// The occupancy check of an idempotent reserve is one trial bind per
+/// family, on the wildcard address (which also answers for the loopback
+/// addresses: `net::probe`'s tests compare it with a bind on each address).
+#[test]
+fn an_idempotent_reserve_probes_with_one_wildcard_bind_per_family() {
+    if !strace_available() {
+        return;
+    }
+    let env = TestEnv::new();
+    let port = reserve_ok(&env, &["--pool", "24800-24899"]);
+    let trace_file = env.dir.path().join("trace");
+    let output = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace_file)
+        .args(["-e", "trace=socket,bind"])
+        .arg(util::porthold_bin())
+        .args(["reserve", "--pool", "24800-24899"])
+        .current_dir(env.project())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", env.dir.path())
+        .env("PORTHOLD_DATA_DIR", env.data_dir())
+        .env("PORTHOLD_RUNTIME_DIR", env.dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(stdout_of(&output), port, "the same port");
+    let trace = std::fs::read_to_string(&trace_file).unwrap();
+    let binds: Vec<&str> = trace.lines().filter(|l| l.contains(" bind(")).collect();
+    let sockets = trace.lines().filter(|l| l.contains(" socket(")).count();
+    let on = |addr: &str| binds.iter().filter(|l| l.contains(addr)).count();
+    let v4 = on("inet_addr(\"0.0.0.0\")");
+    let v6 = on("\"::\", &sin6_addr");
+    assert_eq!(v4, 1, "one bind on 0.0.0.0: {trace}");
+    assert!(v6 <= 1, "at most one bind on :: {trace}");
+    assert_eq!(binds.len(), v4 + v6, "no other bind: {trace}");
+    assert!(sockets <= 2, "at most one socket per family: {trace}");
+}
+
 #[test]
 fn last_used_is_refreshed_only_when_older_than_the_interval() {
     let env = TestEnv::new();

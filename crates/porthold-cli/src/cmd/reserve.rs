@@ -112,5 +112,7 @@ pub fn run(args: ReserveArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         outln!("{}", outcome.reservation.port);
     }
+    // main exits next.
+    registry.finish_before_exit();
     Ok(ExitCode::SUCCESS)
 }

@@ -282,7 +282,8 @@ pub struct Registry {
     /// `path` with the directories above it resolved: what SQLite opened.
     real: PathBuf,
     busy_timeout: Duration,
-    /// Whether a write transaction was started (then `Drop` may checkpoint).
+    /// Whether a write transaction was started (then `Drop` may checkpoint,
+    /// and `synchronous` is set).
     wrote: bool,
 }
 
@@ -381,13 +382,6 @@ impl Registry {
             .conn
             .busy_timeout(busy_timeout)
             .map_err(|e| registry.db_error(e))?;
-        // In WAL mode, NORMAL keeps every commit atomic and the file consistent
-        // across a crash of the process (kill -9); only a power loss may drop
-        // the last commits. FULL would add an fsync to every `reserve`.
-        registry
-            .conn
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(|e| registry.db_error(e))?;
         // Keep -wal and -shm between processes: without this every process
         // creates both files (fsyncing the directory), and the last one out
         // checkpoints (two fsyncs) and unlinks them, so even a read costs two
@@ -429,6 +423,7 @@ impl Registry {
         // Version 0 with objects in it is some other program's database:
         // refuse before the switch to WAL, which would rewrite its header.
         self.refuse_foreign(version, foreign)?;
+        self.prepare_to_write()?;
         let mode: String = self.retry_busy(deadline, |conn| {
             conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
         })?;
@@ -531,13 +526,29 @@ impl Registry {
     /// miss a duplicate) is refused before anything is written.
     fn begin(&mut self) -> Result<Transaction<'_>> {
         let path = self.path.clone();
-        self.wrote = true;
+        self.prepare_to_write()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_error(&path, e))?;
         scheduled_integrity_check(&tx, &path)?;
         Ok(tx)
+    }
+
+    /// Before the first write of this connection: `synchronous = NORMAL`.
+    /// In WAL mode, NORMAL keeps every commit atomic and the file consistent
+    /// across a crash of the process (kill -9); only a power loss may drop
+    /// the last commits. FULL would add an fsync to every `reserve`. Only
+    /// commits and checkpoints sync, so a connection that only reads (an
+    /// idempotent `reserve`) never runs the pragma.
+    fn prepare_to_write(&mut self) -> Result<()> {
+        if !self.wrote {
+            self.conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| db_error(&self.path, e))?;
+            self.wrote = true;
+        }
+        Ok(())
     }
 
     /// Starts a read (`BEGIN DEFERRED`): one consistent snapshot, no write
@@ -592,14 +603,11 @@ impl Registry {
         key_path: &str,
         probe: Option<&dyn OccupancyProbe>,
     ) -> Result<Option<ReserveOutcome>> {
-        let path = self.path.clone();
-        let existing = {
-            let tx = self.begin_read()?;
-            let existing =
-                find_by_key(&tx, key_path, &request.key.tag).map_err(|e| db_error(&path, e))?;
-            tx.commit().map_err(|e| db_error(&path, e))?;
-            existing
-        };
+        // One statement: SQLite runs it in its own read transaction, on one
+        // snapshot, with no write lock (an explicit BEGIN/COMMIT around it
+        // would add two statements and nothing else).
+        let existing =
+            find_by_key(&self.conn, key_path, &request.key.tag).map_err(|e| self.db_error(e))?;
         let Some(existing) = existing else {
             return Ok(None);
         };
@@ -728,6 +736,21 @@ impl TxError {
 /// checkpointed, never emptied, would be copied again by every checkpoint)
 /// stays cheap; large enough that most writes cost no fsync.
 const WAL_TRUNCATE_BYTES: u64 = 32 * 4096;
+
+impl Registry {
+    /// Ends the session of a process that is about to exit: a registry that
+    /// was only read is not closed (no free of SQLite's caches and schema,
+    /// no unmapping: the exit does all of it at once, and releases the
+    /// locks, as when a reader is killed); one that wrote is dropped as
+    /// usual, so its WAL is checkpointed when long.
+    pub fn finish_before_exit(self) {
+        if self.wrote {
+            drop(self);
+        } else {
+            std::mem::forget(self);
+        }
+    }
+}
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -1323,6 +1346,95 @@ mod tests {
         );
         assert_eq!(mapped.kind(), crate::ErrorKind::Conflict);
         assert!(!mapped.to_string().contains("corrupt"), "{mapped}");
+    }
+
+    /// `synchronous = NORMAL` (1) is set before a connection's first write,
+    /// on the creating open and on a later open alike; a connection that only
+    /// answered an idempotent reserve never ran the pragma (SQLite's default
+    /// for it is FULL, 2).
+    #[test]
+    fn writes_run_with_synchronous_normal_and_reads_skip_the_pragma() {
+        use crate::key::Key;
+        use crate::net::{KernelPorts, PortRange};
+        let synchronous = |registry: &Registry| -> i64 {
+            registry
+                .connection()
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let request = ReserveRequest::new(
+            Key {
+                path: "/p".into(),
+                tag: String::new(),
+            },
+            crate::pool::Pool::new(vec![PortRange::new(24000, 24099).unwrap()]).unwrap(),
+            KernelPorts {
+                ephemeral: PortRange::new(32768, 60999).unwrap(),
+                reserved: vec![],
+            },
+        );
+        let timeout = Duration::from_secs(5);
+        let mut created = Registry::open(dir.path(), timeout).unwrap();
+        assert_eq!(synchronous(&created), 1, "the migration wrote");
+        let port = created.reserve(&request, None).unwrap().reservation.port;
+        drop(created);
+        let mut reader = Registry::open(dir.path(), timeout).unwrap();
+        let again = reader.reserve(&request, None).unwrap();
+        assert_eq!((again.reservation.port, again.created), (port, false));
+        assert_eq!(synchronous(&reader), 2, "an idempotent reserve only read");
+        drop(reader);
+        let mut writer = Registry::open(dir.path(), timeout).unwrap();
+        writer
+            .release(&ReleaseTarget::Key(request.key.clone()))
+            .unwrap();
+        assert_eq!(synchronous(&writer), 1, "the release wrote");
+    }
+
+    /// A reader that ends with `finish_before_exit` leaves the registry to
+    /// the next connections as a closed one would: they read, write and
+    /// release (here in the same process, where the leaked connection still
+    /// exists); a writer that ends so is dropped, its WAL checkpointed.
+    #[test]
+    fn a_registry_finished_before_exit_is_left_usable() {
+        use crate::key::Key;
+        use crate::net::{KernelPorts, PortRange};
+        let dir = tempfile::tempdir().unwrap();
+        let request = |path: &str| {
+            ReserveRequest::new(
+                Key {
+                    path: path.into(),
+                    tag: String::new(),
+                },
+                crate::pool::Pool::new(vec![PortRange::new(24000, 24099).unwrap()]).unwrap(),
+                KernelPorts {
+                    ephemeral: PortRange::new(32768, 60999).unwrap(),
+                    reserved: vec![],
+                },
+            )
+        };
+        let timeout = Duration::from_secs(5);
+        let mut writer = Registry::open(dir.path(), timeout).unwrap();
+        let port = writer
+            .reserve(&request("/a"), None)
+            .unwrap()
+            .reservation
+            .port;
+        writer.finish_before_exit();
+        for _ in 0..3 {
+            let mut reader = Registry::open(dir.path(), timeout).unwrap();
+            let again = reader.reserve(&request("/a"), None).unwrap();
+            assert_eq!((again.reservation.port, again.created), (port, false));
+            reader.finish_before_exit();
+        }
+        let mut next = Registry::open(dir.path(), Duration::from_millis(200)).unwrap();
+        let other = next.reserve(&request("/b"), None).unwrap();
+        assert!(other.created);
+        assert_ne!(other.reservation.port, port);
+        let removed = next
+            .release(&ReleaseTarget::Key(request("/a").key.clone()))
+            .unwrap();
+        assert_eq!(removed.len(), 1);
     }
 
     #[test]
