@@ -32,11 +32,8 @@ fn fd_count(pid: u32) -> usize {
 
 /// The launcher's children as (pid, state).
 fn children(pid: u32) -> Vec<(u32, char)> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| porthold::identity::stat(p).ok().flatten())
-        .filter(|s| s.ppid == pid)
+    runner::children_of(pid)
+        .into_iter()
         .map(|s| (s.pid, s.state))
         .collect()
 }

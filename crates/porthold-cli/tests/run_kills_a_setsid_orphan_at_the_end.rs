@@ -8,7 +8,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use runner::{finish, processes_with, spawn_run, wait_ready};
+use runner::{children_of, finish, processes_with, spawn_run, wait_ready};
 use util::TestEnv;
 
 #[test]
@@ -85,16 +85,6 @@ fn a_setsid_process_whose_parent_died_is_killed_at_the_end_of_the_instance() {
         "the setsid orphan survived the instance"
     );
     let _ = finish(launcher);
-}
-
-/// The children of `pid` (from `/proc`), with their stat lines.
-fn children_of(pid: u32) -> Vec<porthold::identity::Stat> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| porthold::identity::stat(p).ok().flatten())
-        .filter(|s| s.ppid == pid)
-        .collect()
 }
 
 #[test]

@@ -6,11 +6,8 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use porthold::activation::notify::NotifyAccess;
 use porthold::discovery;
-use porthold::net::listen::ListenSpec;
 use porthold::supervisor::instance::{self, RunOptions};
-use porthold::supervisor::ready::ReadyMode;
 use porthold::supervisor::signals::SignalAction;
 use rustix::process::Signal;
 
@@ -30,30 +27,16 @@ fn a_stop_request_from_the_embedders_source_ends_the_instance_and_no_handler_is_
     let dir = tempfile::tempdir().unwrap();
     let runtime_dir = dir.path().join("run");
     discovery::ensure_runtime_dir(&runtime_dir).unwrap();
-    let options = RunOptions {
-        runtime_dir: runtime_dir.clone(),
-        name: "embedded".into(),
-        key: discovery::Key {
-            path: dir.path().display().to_string(),
-            tag: String::new(),
-        },
-        listen: vec![ListenSpec::parse("default=tcp://127.0.0.1:0").unwrap()],
-        backlog: 128,
-        no_fds: false,
-        ready: ReadyMode::Listen,
-        notify_access: NotifyAccess::Tree,
-        ready_timeout: Duration::from_secs(60),
-        drain_timeout: Duration::from_secs(30),
-        stop_signal: Signal::TERM,
-        port_env: "PORT".into(),
-        extra_env: Vec::new(),
-        command: vec!["sleep".into(), "1000".into()],
-        quiet: true,
-        control_socket: false,
-        reload_delay: instance::DEFAULT_RELOAD_DELAY,
-        reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
-        restart: instance::RestartPolicy::Never,
+    let key = discovery::Key {
+        path: dir.path().display().to_string(),
+        tag: String::new(),
     };
+    let options = RunOptions::new(
+        runtime_dir.clone(),
+        "embedded",
+        key,
+        vec!["sleep".into(), "1000".into()],
+    );
     let (stop, source) = mpsc::channel::<SignalAction>();
     let instance = std::thread::spawn(move || instance::run(options, source));
     let live = discovery::wait(

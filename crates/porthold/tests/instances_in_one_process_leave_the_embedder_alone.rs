@@ -9,39 +9,22 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use porthold::activation::notify::NotifyAccess;
 use porthold::discovery;
-use porthold::net::listen::ListenSpec;
 use porthold::supervisor::instance::{self, RunOptions};
-use porthold::supervisor::ready::ReadyMode;
 use porthold::supervisor::signals::SignalAction;
 use rustix::process::Signal;
 
 fn options(runtime_dir: &Path, name: &str, command: &[&str]) -> RunOptions {
-    RunOptions {
-        runtime_dir: runtime_dir.to_path_buf(),
-        name: name.into(),
-        key: discovery::Key {
-            path: format!("/embedded/{name}"),
-            tag: String::new(),
-        },
-        listen: vec![ListenSpec::parse("default=tcp://127.0.0.1:0").unwrap()],
-        backlog: 128,
-        no_fds: false,
-        ready: ReadyMode::Listen,
-        notify_access: NotifyAccess::Tree,
-        ready_timeout: Duration::from_secs(60),
-        drain_timeout: Duration::from_secs(30),
-        stop_signal: Signal::TERM,
-        port_env: "PORT".into(),
-        extra_env: Vec::new(),
-        command: command.iter().map(Into::into).collect(),
-        quiet: true,
-        control_socket: false,
-        reload_delay: instance::DEFAULT_RELOAD_DELAY,
-        reload_confirm: instance::DEFAULT_RELOAD_CONFIRM,
-        restart: instance::RestartPolicy::Never,
-    }
+    let key = discovery::Key {
+        path: format!("/embedded/{name}"),
+        tag: String::new(),
+    };
+    RunOptions::new(
+        runtime_dir,
+        name,
+        key,
+        command.iter().map(Into::into).collect(),
+    )
 }
 
 fn is_subreaper() -> bool {

@@ -135,6 +135,16 @@ pub fn signal_group(pgid: u32, sig: i32) {
     unsafe { libc::kill(-(pgid as i32), sig) };
 }
 
+/// The children of `pid` (from `/proc`), zombies included, with their stat lines.
+pub fn children_of(pid: u32) -> Vec<porthold::identity::Stat> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| porthold::identity::stat(p).ok().flatten())
+        .filter(|s| s.ppid == pid)
+        .collect()
+}
+
 /// Pids of live (non-zombie) processes whose command line contains `marker`.
 pub fn processes_with(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();

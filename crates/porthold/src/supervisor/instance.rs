@@ -184,6 +184,42 @@ fn restart_delay(failures: u32) -> Duration {
         .min(RESTART_MAX_DELAY)
 }
 
+impl RunOptions {
+    /// Options to run `command` as instance `name` of `key`, with `porthold
+    /// run`'s defaults: one TCP socket `default` on 127.0.0.1 at a
+    /// kernel-chosen port, readiness `listen`, a 60 s readiness timeout, a
+    /// 30 s drain, SIGTERM as the stop signal, `PORT`, no control socket, no
+    /// restart. Change the fields as needed.
+    pub fn new(
+        runtime_dir: impl Into<PathBuf>,
+        name: impl Into<String>,
+        key: discovery::Key,
+        command: Vec<OsString>,
+    ) -> RunOptions {
+        RunOptions {
+            runtime_dir: runtime_dir.into(),
+            name: name.into(),
+            key,
+            listen: vec![ListenSpec::parse("default=tcp://127.0.0.1:0").expect("a valid spec")],
+            backlog: crate::net::listen::DEFAULT_BACKLOG,
+            no_fds: false,
+            ready: ReadyMode::Listen,
+            notify_access: NotifyAccess::Tree,
+            ready_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            stop_signal: Signal::TERM,
+            port_env: "PORT".into(),
+            extra_env: Vec::new(),
+            command,
+            quiet: true,
+            control_socket: false,
+            reload_delay: DEFAULT_RELOAD_DELAY,
+            reload_confirm: DEFAULT_RELOAD_CONFIRM,
+            restart: RestartPolicy::Never,
+        }
+    }
+}
+
 /// [`RunOptions::reload_delay`]'s usual value.
 pub const DEFAULT_RELOAD_DELAY: Duration = Duration::from_secs(1);
 /// [`RunOptions::reload_confirm`]'s usual value.

@@ -75,6 +75,15 @@ pub struct TestServerBuilder {
     data_dir: Option<PathBuf>,
 }
 
+/// Spawns the server; a program that cannot be executed is the typed
+/// [`LaunchError::SpawnFailed`].
+fn spawn_server(spawner: &Spawner, spec: GenerationSpec) -> Result<Generation> {
+    Generation::spawn(spawner, spec).map_err(|e| match e {
+        Error::Launch { message } => LaunchError::SpawnFailed { message }.into(),
+        other => other,
+    })
+}
+
 /// A server started for a test, on sockets bound before it started.
 ///
 /// Dropping it stops the server's whole process group (and its own
@@ -323,7 +332,7 @@ impl TestServerBuilder {
         let mut argv = vec![self.program];
         argv.extend(self.args);
         let spawner = Spawner::new()?;
-        let generation = Generation::spawn(
+        let generation = spawn_server(
             &spawner,
             GenerationSpec {
                 argv,
@@ -332,11 +341,7 @@ impl TestServerBuilder {
                 current_dir: self.current_dir,
                 ..GenerationSpec::default()
             },
-        )
-        .map_err(|e| match e {
-            Error::Launch { message } => LaunchError::SpawnFailed { message }.into(),
-            other => other,
-        })?;
+        )?;
         let server = TestServer {
             generation,
             _spawner: spawner,
@@ -631,7 +636,7 @@ impl TestServerBuilder {
         let held = listen::bind(spec, 1024)?;
         let addr = held.local_addr.map(ready::probe_address);
         drop(held);
-        let generation = Generation::spawn(
+        let generation = spawn_server(
             &spawner,
             GenerationSpec {
                 argv,
@@ -639,11 +644,7 @@ impl TestServerBuilder {
                 current_dir: self.current_dir,
                 ..GenerationSpec::default()
             },
-        )
-        .map_err(|e| match e {
-            Error::Launch { message } => LaunchError::SpawnFailed { message }.into(),
-            other => other,
-        })?;
+        )?;
         let server = TestServer {
             generation,
             _spawner: spawner,

@@ -413,7 +413,8 @@ impl Generation {
 /// A restart strategy under test.
 pub trait Restart {
     fn port(&self) -> u16;
-    fn current(&self) -> &Generation;
+    /// The pid of the generation serving now.
+    fn current_pid(&self) -> u32;
     /// Replace the current generation.
     fn restart(&mut self);
     /// Stop the last generation.
@@ -440,8 +441,8 @@ impl Restart for NaiveRestart {
     fn port(&self) -> u16 {
         self.port
     }
-    fn current(&self) -> &Generation {
-        self.current.as_ref().unwrap()
+    fn current_pid(&self) -> u32 {
+        self.current.as_ref().unwrap().pid()
     }
     fn restart(&mut self) {
         self.current.take().unwrap().stop();
@@ -487,8 +488,8 @@ impl Restart for HeldSocketHandover {
     fn port(&self) -> u16 {
         self.port
     }
-    fn current(&self) -> &Generation {
-        self.current.as_ref().unwrap()
+    fn current_pid(&self) -> u32 {
+        self.current.as_ref().unwrap().pid()
     }
     fn restart(&mut self) {
         let next = Generation::spawn(Some(&self.listener), self.port);
@@ -509,7 +510,7 @@ pub fn restarts_under_load<R: Restart>(
     restarts: u32,
 ) -> (LoadReport, Option<u64>, Option<u64>) {
     let port = strategy.port();
-    let inode_before = listener_inode(strategy.current().pid(), port);
+    let inode_before = listener_inode(strategy.current_pid(), port);
     let load = Load::start(config);
     // Restarts are spread over the middle of the run, so load runs before
     // the first and after the last.
@@ -521,7 +522,7 @@ pub fn restarts_under_load<R: Restart>(
         }
         strategy.restart();
     }
-    let inode_after = listener_inode(strategy.current().pid(), port);
+    let inode_after = listener_inode(strategy.current_pid(), port);
     let report = load.wait();
     (report, inode_before, inode_after)
 }
