@@ -474,3 +474,33 @@ fn a_unix_listeners_socket_file_is_removed_when_the_instance_ends() {
     );
     assert!(!sock.exists(), "socket file left after a failed start");
 }
+
+#[test]
+fn no_listen_pid_leaves_only_listen_pid_out() {
+    let env = TestEnv::new();
+    for (flag, name) in [(None, "with-pid"), (Some("--no-listen-pid"), "without-pid")] {
+        let dump = env.dir.path().join(format!("{name}.env"));
+        let script = format!(
+            "env > '{0}.tmp' && echo end >> '{0}.tmp' && mv '{0}.tmp' '{0}'; exec sleep 1000",
+            dump.display()
+        );
+        let mut args = vec!["--ephemeral", "--name", name];
+        args.extend(flag);
+        args.extend(["--", "sh", "-c", &script]);
+        let mut launcher = spawn_run(&env, &args);
+        let live = wait_ready(&env, name, &mut launcher);
+        let vars = read_file_eventually(&dump);
+        let has = |var: &str| vars.lines().any(|l| l.starts_with(&format!("{var}=")));
+        assert!(has("LISTEN_FDS") && has("LISTEN_FDNAMES"), "{name}: {vars}");
+        match flag {
+            None => assert!(
+                vars.lines()
+                    .any(|l| l == format!("LISTEN_PID={}", live.record.child_pid.unwrap())),
+                "{vars}"
+            ),
+            Some(_) => assert!(!has("LISTEN_PID"), "{vars}"),
+        }
+        signal(launcher.id(), libc::SIGTERM);
+        finish(launcher);
+    }
+}

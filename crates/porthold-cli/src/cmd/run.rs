@@ -48,6 +48,11 @@ pub struct RunArgs {
     /// The instance name [default: <basename of path>-<tag or "default">-<16 hex of SHA-256 of path and tag>].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Leave LISTEN_PID out (LISTEN_FDS and LISTEN_FDNAMES stay): for a watcher that
+    /// execs the real server as a grandchild (`cargo watch -x run`), whose pid the
+    /// launcher cannot know.
+    #[arg(long)]
+    pub no_listen_pid: bool,
     /// Don't pass sockets: hold the port until just before the spawn, then check the
     /// child's tree bound it (for servers that can only bind by themselves).
     #[arg(long)]
@@ -169,6 +174,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         reload_confirm: porthold::duration::parse(&args.reload_confirm)
             .context("in --reload-confirm")?,
         restart: instance::RestartPolicy::parse(&args.restart)?,
+        no_listen_pid: args.no_listen_pid,
     };
     // porthold owns its server's whole tree: orphans of the tree are
     // re-parented here and reaped, and the instance's end ends them too.

@@ -62,6 +62,7 @@ pub struct SpawnRequest<'a> {
     new_process_group: bool,
     parent_death_signal: Option<Signal>,
     ignored_signals: Vec<Signal>,
+    no_listen_pid: bool,
 }
 
 /// A started child.
@@ -86,7 +87,17 @@ impl<'a> SpawnRequest<'a> {
             new_process_group: false,
             parent_death_signal: None,
             ignored_signals: Vec::new(),
+            no_listen_pid: false,
         }
+    }
+
+    /// Leaves `LISTEN_PID` out (`LISTEN_FDS` and `LISTEN_FDNAMES` stay): for a
+    /// child that is not the server itself but execs it as a grandchild (a
+    /// file watcher), which would otherwise see another process's pid and,
+    /// as strict receivers do, ignore the sockets.
+    pub fn no_listen_pid(mut self, yes: bool) -> Self {
+        self.no_listen_pid = yes;
+        self
     }
 
     /// Adds a socket; the first added becomes fd 3. `name` goes into `LISTEN_FDNAMES`.
@@ -276,10 +287,12 @@ impl Prepared {
             let names: Vec<&str> = request.listeners.iter().map(|(_, n)| n.as_str()).collect();
             env_bytes.push(format!("LISTEN_FDS={n}\0").into_bytes());
             env_bytes.push(format!("LISTEN_FDNAMES={}\0", names.join(":")).into_bytes());
-            let mut slot = LISTEN_PID_PREFIX.to_vec();
-            slot.extend_from_slice(&[0u8; PID_SLOT]);
-            pid_slot = Some(env_bytes.len());
-            env_bytes.push(slot);
+            if !request.no_listen_pid {
+                let mut slot = LISTEN_PID_PREFIX.to_vec();
+                slot.extend_from_slice(&[0u8; PID_SLOT]);
+                pid_slot = Some(env_bytes.len());
+                env_bytes.push(slot);
+            }
         }
         // Raw pointers taken once, mutably: the child writes LISTEN_PID's digits
         // through the slot pointer, and the kernel reads the same bytes at execve.

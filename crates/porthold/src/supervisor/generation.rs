@@ -222,6 +222,8 @@ pub struct GenerationSpec {
     pub parent_death_signal: Option<Signal>,
     /// How the child's standard streams are connected.
     pub stdio: GenerationStdio,
+    /// Leave `LISTEN_PID` out (see [`SpawnRequest::no_listen_pid`]).
+    pub no_listen_pid: bool,
 }
 
 /// How a generation's standard streams are connected.
@@ -291,9 +293,11 @@ impl Generation {
             None => spec.argv,
         };
         let (sockets, env, ignored) = (spec.sockets, spec.env, spec.ignored_signals);
+        let no_listen_pid = spec.no_listen_pid;
         let death_signal = spec.parent_death_signal.unwrap_or(Signal::KILL);
         let spawned = spawner.run(move || -> Result<(u32, OwnedFd)> {
             let mut request = SpawnRequest::new(argv)
+                .no_listen_pid(no_listen_pid)
                 .new_process_group(true)
                 .parent_death_signal(death_signal);
             if let Some(stderr) = err_write {

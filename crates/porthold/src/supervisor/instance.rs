@@ -118,6 +118,9 @@ pub struct RunOptions {
     pub reload_confirm: Duration,
     /// Whether a server that exits by itself is started again on the same sockets.
     pub restart: RestartPolicy,
+    /// Leave `LISTEN_PID` out of the server's environment (for a watcher that
+    /// execs the real server as a grandchild).
+    pub no_listen_pid: bool,
 }
 
 /// When a server that exited by itself is started again, on the same sockets
@@ -216,6 +219,7 @@ impl RunOptions {
             reload_delay: DEFAULT_RELOAD_DELAY,
             reload_confirm: DEFAULT_RELOAD_CONFIRM,
             restart: RestartPolicy::Never,
+            no_listen_pid: false,
         }
     }
 }
@@ -693,6 +697,7 @@ impl StartSteps for GenerationStart<'_> {
             current_dir: None,
             ignored_signals: instance.ignored_in_child.clone(),
             parent_death_signal: Some(Signal::TERM),
+            no_listen_pid: instance.options.no_listen_pid,
             // With `listen` readiness the start is complete at the spawn: no
             // failure could show a tail, so the server writes to our stderr
             // directly (no pipe, no copying thread).
