@@ -255,3 +255,67 @@ fn sighup_with_on_hup_reload_starts_a_new_generation_and_keeps_the_instance() {
     let (code, _, err) = finish(launcher);
     assert_eq!(code, Some(128 + libc::SIGTERM), "{err}");
 }
+
+#[test]
+fn a_launcher_killed_mid_reload_leaves_neither_generation_and_the_name_starts_again() {
+    let env = TestEnv::new();
+    let args = [
+        "--ephemeral",
+        "--name",
+        "killed",
+        "--ready",
+        "delay:1ms",
+        "--reload-confirm",
+        "60s",
+        "--",
+        "sleep",
+        "1000.7171",
+    ];
+    let mut launcher = spawn_run(&env, &args);
+    wait_ready(&env, "killed", &mut launcher);
+    // The reload stays in its confirm window (60 s) with both generations alive.
+    let mut reload = env
+        .std_cmd()
+        .args(["reload", "--name", "killed"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + runner::HANG;
+    while runner::processes_with("1000.7171")
+        .into_iter()
+        .filter(|&p| p != launcher.id())
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the new generation never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let generations: Vec<u32> = runner::processes_with("1000.7171")
+        .into_iter()
+        .filter(|&p| p != launcher.id() && p != reload.id())
+        .collect();
+    assert_eq!(generations.len(), 2, "{generations:?}");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    // The parent-death signal (SIGTERM) ends both generations.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !generations.iter().all(|&p| gone(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "a generation outlived its launcher by 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The reload client hears the launcher go (an error, not a hang).
+    let status = reload.wait().unwrap();
+    assert!(!status.success());
+    // The name is free for a new run.
+    let mut again = spawn_run(&env, &args);
+    wait_ready(&env, "killed", &mut again);
+    signal(again.id(), libc::SIGTERM);
+    let _ = finish(again);
+}
