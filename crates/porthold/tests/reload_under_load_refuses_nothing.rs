@@ -4,8 +4,11 @@
 //! instance holds, and retires n after the commit. No connection is refused,
 //! reset or timed out and the listening socket's inode never changes.
 //! (`restart_under_load_held_socket_vs_naive` shows, in the same harness,
-//! that a naive stop-and-rebind restart is refused.) Counts only; latency is
-//! recorded by the ignored benchmark below, never asserted.
+//! that a naive stop-and-rebind restart is refused.) The same holds for a
+//! server that exits by itself every 2 s under `--restart always`: porthold
+//! starts it again on the same socket, connections wait in the backlog.
+//! Counts only; latency is recorded by the ignored benchmark below, never
+//! asserted.
 
 #[path = "../examples/ok_server.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -41,12 +44,18 @@ struct ReloadedInstance {
     stop: mpsc::Sender<SignalAction>,
     thread: std::thread::JoinHandle<porthold::Result<i32>>,
     reloads: u32,
+    /// Instead of reloading, make the server exit by itself (SIGTERM straight
+    /// to it: it finishes the connection in hand) and wait for the restart.
+    crash: bool,
 }
 
 const NAME: &str = "loaded";
 
 impl ReloadedInstance {
-    fn start(port: u16) -> ReloadedInstance {
+    /// Starts the instance on a kernel-chosen port (the record says which):
+    /// two tests of this binary run at once, and a port picked free and then
+    /// bound later could be the other's.
+    fn start(restart: instance::RestartPolicy) -> ReloadedInstance {
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("run");
         discovery::ensure_runtime_dir(&runtime_dir).unwrap();
@@ -68,10 +77,11 @@ impl ReloadedInstance {
                 "-q".into(),
             ],
         );
-        options.listen = vec![ListenSpec::parse(&format!("ok=tcp://127.0.0.1:{port}")).unwrap()];
+        options.listen = vec![ListenSpec::parse("ok=tcp://127.0.0.1:0").unwrap()];
+        // (OK_SERVER_PORT is only for a server that binds by itself.)
         options.extra_env = vec![
             (load::SERVER_ROLE.into(), "1".into()),
-            ("OK_SERVER_PORT".into(), port.to_string().into()),
+            ("OK_SERVER_PORT".into(), "0".into()),
         ];
         // The example says it is ready on stdout only; n+1 must live this
         // long before it counts as ready, then as long again to be confirmed.
@@ -79,10 +89,12 @@ impl ReloadedInstance {
         options.reload_confirm = Duration::from_millis(100);
         options.drain_timeout = Duration::from_secs(5);
         options.control_socket = true;
+        options.restart = restart;
         let (stop, source) = mpsc::channel::<SignalAction>();
         let thread = std::thread::spawn(move || instance::run(options, source));
-        discovery::wait(&runtime_dir, NAME, None, true, Duration::from_secs(60))
+        let live = discovery::wait(&runtime_dir, NAME, None, true, Duration::from_secs(60))
             .expect("the instance became ready");
+        let port = live.record.listeners[0].port.expect("a TCP port");
         ReloadedInstance {
             port,
             runtime_dir,
@@ -90,6 +102,7 @@ impl ReloadedInstance {
             stop,
             thread,
             reloads: 0,
+            crash: restart != instance::RestartPolicy::Never,
         }
     }
 
@@ -111,6 +124,28 @@ impl Restart for ReloadedInstance {
     }
 
     fn restart(&mut self) {
+        if self.crash {
+            let before = self.record();
+            let pid = before.child_pid.expect("a server pid");
+            rustix::process::kill_process(
+                rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                Signal::TERM,
+            )
+            .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = self.record();
+                if now.generation > before.generation && now.state == discovery::State::Ready {
+                    self.reloads += 1;
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never restarted: {now:?}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let socket = self.record().control_socket.expect("a control socket");
         let mut client = ControlClient::connect(std::path::Path::new(&socket)).unwrap();
         let request = Request::Reload {
@@ -136,8 +171,8 @@ fn addr(port: u16) -> SocketAddr {
 
 #[test]
 fn six_reloads_under_load_refuse_reset_and_time_out_nothing() {
-    let port = load::free_port();
-    let mut instance = ReloadedInstance::start(port);
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::Never);
+    let port = instance.port;
     let config = LoadConfig::new(addr(port), 400, Duration::from_secs(5));
     let (report, before, after) = restarts_under_load(&mut instance, &config, 6);
     let reloads = instance.reloads;
@@ -167,8 +202,8 @@ fn six_reloads_under_load_refuse_reset_and_time_out_nothing() {
 #[test]
 #[ignore = "benchmark; run by hand"]
 fn benchmark_thousand_per_second_thirty_reloads() {
-    let port = load::free_port();
-    let mut instance = ReloadedInstance::start(port);
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::Never);
+    let port = instance.port;
     let config = LoadConfig::new(addr(port), 1200, Duration::from_secs(30));
     let (report, before, after) = restarts_under_load(&mut instance, &config, 30);
     let reloads = instance.reloads;
@@ -177,4 +212,22 @@ fn benchmark_thousand_per_second_thirty_reloads() {
     println!("  socket inode before {before:?}, after {after:?}");
     assert_eq!(report.failures(), 0, "{}", report.summary());
     assert_eq!(before, after);
+}
+
+#[test]
+fn a_server_exiting_every_two_seconds_under_restart_always_refuses_nothing() {
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::Always);
+    let port = instance.port;
+    let config = LoadConfig::new(addr(port), 400, Duration::from_secs(14));
+    let (report, before, after) = restarts_under_load(&mut instance, &config, 6);
+    let restarts = instance.reloads;
+    instance.stop();
+    eprintln!("restart always, {restarts} exits: {}", report.summary());
+    assert_eq!(restarts, 6);
+    assert!(report.connections >= 300 * 10, "{}", report.summary());
+    assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(
+        before, after,
+        "the listening socket changed across restarts"
+    );
 }
