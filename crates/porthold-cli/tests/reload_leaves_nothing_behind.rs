@@ -126,6 +126,20 @@ fn an_old_generation_that_ignores_the_stop_signal_is_killed_after_the_drain_time
     let started = Instant::now();
     let new = reload(&env, "stubborn");
     assert_ne!(new, old);
+    // The record lists both while the old one drains, and `ps` shows it.
+    let listed = porthold::discovery::probe(&runtime_dir(&env), "stubborn")
+        .unwrap()
+        .record
+        .unwrap()
+        .generations;
+    let states: Vec<_> = listed.iter().map(|g| (g.number, g.pid, g.state)).collect();
+    use porthold::discovery::GenerationState::{Draining, Ready};
+    if !gone(old) {
+        assert_eq!(states, vec![(1, old, Draining), (2, new, Ready)]);
+        let ps = env.cmd().args(["ps"]).output().unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(ps.contains("2 (1 draining"), "{ps}");
+    }
     while !gone(old) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -134,6 +148,23 @@ fn an_old_generation_that_ignores_the_stop_signal_is_killed_after_the_drain_time
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!gone(new), "the new generation was killed with the old one");
+    let deadline = Instant::now() + runner::HANG;
+    loop {
+        let listed = porthold::discovery::probe(&runtime_dir(&env), "stubborn")
+            .unwrap()
+            .record
+            .unwrap()
+            .generations;
+        if listed.len() == 1 {
+            assert_eq!((listed[0].number, listed[0].pid), (2, new));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed generation stayed listed: {listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // (SIGTERM is ignored by the server: the launcher's stop ends in SIGKILL
     // after the drain timeout too.)
     signal(launcher.id(), libc::SIGTERM);
@@ -318,4 +349,54 @@ fn a_launcher_killed_mid_reload_leaves_neither_generation_and_the_name_starts_ag
     wait_ready(&env, "killed", &mut again);
     signal(again.id(), libc::SIGTERM);
     let _ = finish(again);
+}
+
+#[test]
+fn a_new_run_after_a_launcher_sigkilled_during_a_drain_ends_every_listed_generation() {
+    let env = TestEnv::new();
+    // Both generations ignore SIGTERM, so the parent-death signal does not
+    // end them: only the next owner of the name can.
+    let args = [
+        "--ephemeral",
+        "--name",
+        "orphaned",
+        "--ready",
+        "delay:1ms",
+        "--reload-confirm",
+        "5ms",
+        "--drain-timeout",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done; : 1000.8181",
+    ];
+    let mut launcher = spawn_run(&env, &args);
+    let old = wait_ready(&env, "orphaned", &mut launcher)
+        .record
+        .child_pid
+        .unwrap();
+    let new = reload(&env, "orphaned");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    assert!(
+        !gone(old) && !gone(new),
+        "both generations outlive the launcher"
+    );
+    // The next run of the name (with a short drain, to end quickly itself).
+    let mut short = args;
+    short[8] = "1s";
+    let mut again = spawn_run(&env, &short);
+    wait_ready(&env, "orphaned", &mut again);
+    let survivors: Vec<u32> = [old, new].into_iter().filter(|&p| !gone(p)).collect();
+    signal(again.id(), libc::SIGTERM);
+    let _ = runner::finish_within(again, Duration::from_secs(90));
+    for pid in &survivors {
+        // Clean up before failing.
+        runner::signal_group(*pid, libc::SIGKILL);
+    }
+    assert!(
+        survivors.is_empty(),
+        "generations {survivors:?} (old {old}, new {new}) survived the takeover"
+    );
 }

@@ -83,9 +83,9 @@ fn the_documented_lock_line_parses_only_with_its_newline() {
 #[test]
 fn a_newer_major_schema_in_the_documented_record_is_rejected() {
     let blocks = json_blocks();
-    let newer = blocks[0].replace("\"schema\": \"1.1\"", "\"schema\": \"2.0\"");
+    let newer = blocks[0].replace("\"schema\": \"1.2\"", "\"schema\": \"2.0\"");
     assert_ne!(newer, blocks[0]);
     assert!(Record::from_json(newer.as_bytes(), Path::new("x")).is_err());
-    let minor = blocks[0].replace("\"schema\": \"1.1\"", "\"schema\": \"1.7\", \"extra\": 1");
+    let minor = blocks[0].replace("\"schema\": \"1.2\"", "\"schema\": \"1.7\", \"extra\": 1");
     assert!(Record::from_json(minor.as_bytes(), Path::new("x")).is_ok());
 }

@@ -274,6 +274,35 @@ pub fn instance_json(live: &LiveRecord) -> Value {
     value
 }
 
+/// The current generation, then any other live one with its state and
+/// age: `3 (2 draining 4s)`.
+fn generations_text(record: &Record) -> String {
+    let now = porthold::time::now_ms().max(0) as u64;
+    let others: Vec<String> = record
+        .generations
+        .iter()
+        .filter(|g| g.number != record.generation)
+        .map(|g| {
+            let state = match g.state {
+                porthold::discovery::GenerationState::Starting => "starting",
+                porthold::discovery::GenerationState::Ready => "ready",
+                porthold::discovery::GenerationState::Draining => "draining",
+                _ => "unknown",
+            };
+            format!(
+                "{} {state} {}",
+                g.number,
+                human_uptime(now.saturating_sub(g.started_at))
+            )
+        })
+        .collect();
+    if others.is_empty() {
+        record.generation.to_string()
+    } else {
+        format!("{} ({})", record.generation, others.join(", "))
+    }
+}
+
 fn uptime_ms(record: &Record) -> u64 {
     (porthold::time::now_ms().max(0) as u64).saturating_sub(record.started_at)
 }
@@ -362,7 +391,7 @@ pub fn run_ps(args: PsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 r.key.to_string(),
                 r.pid.to_string(),
                 r.child_pid.map(|p| p.to_string()).unwrap_or_default(),
-                r.generation.to_string(),
+                generations_text(r),
                 r.state.to_string(),
                 listeners_text(r),
                 human_uptime(uptime_ms(r)),

@@ -62,7 +62,10 @@ pub use reader::{
     Listing, LiveRecord, Liveness, Probe, list, list_with_rejections, lookup, probe, wait,
     wait_for_key,
 };
-pub use record::{Family, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR, State};
+pub use record::{
+    Family, GenerationEntry, GenerationState, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR,
+    State,
+};
 pub use stop::{
     ASSUMED_DRAIN_TIMEOUT, STOP_TIMEOUT_MARGIN, StopOutcome, default_stop_timeout, kill_instance,
     stop,

@@ -378,9 +378,13 @@ impl Publisher {
         let Ok(Some(stale)) = read_record(&self.record_path()) else {
             return;
         };
-        let (Some(pgid), Ok(boot)) = (stale.pgid, identity::boot_id()) else {
+        let groups = stale.process_groups();
+        let Ok(boot) = identity::boot_id() else {
             return;
         };
+        if groups.is_empty() {
+            return;
+        }
         if stale.boot_id != boot || stale.uid != euid() {
             return;
         }
@@ -393,12 +397,12 @@ impl Publisher {
             return;
         }
         // Never our own group (a record naming it can only be forged or confused).
-        if rustix::process::getpgrp().as_raw_nonzero().get() as u32 == pgid {
-            return;
-        }
+        let own_group = rustix::process::getpgrp().as_raw_nonzero().get() as u32;
         let me = std::process::id();
-        let leftovers: Vec<_> = identity::group_members_since(pgid, stale.starttime, euid())
+        let leftovers: Vec<_> = groups
             .into_iter()
+            .filter(|&pgid| pgid != own_group)
+            .flat_map(|pgid| identity::group_members_since(pgid, stale.starttime, euid()))
             .filter(|p| p.pid != me)
             .collect();
         self.leftovers_ended = identity::kill_all(&leftovers, LEFTOVER_KILL_WAIT).unwrap_or(0);

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, ProcessIdentity};
 
 /// The schema version this build writes.
-pub const SCHEMA: &str = "1.1";
+pub const SCHEMA: &str = "1.2";
 
 /// The only schema major version this build reads.
 pub const SCHEMA_MAJOR: u64 = 1;
@@ -51,6 +51,36 @@ impl State {
             State::Unknown => "unknown",
         }
     }
+}
+
+/// What one generation of an instance is doing (schema 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GenerationState {
+    /// Spawned, not ready yet (a first start, a reload's or a restart's new generation).
+    Starting,
+    /// Ready: the current generation.
+    Ready,
+    /// Retired by a reload: sent the stop signal, killed after the drain timeout.
+    Draining,
+    /// A state written by a newer minor schema version that this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One generation of an instance, as the record lists it (schema 1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationEntry {
+    /// Its number (1 for the first child, +1 per reload or restart).
+    pub number: u64,
+    /// Its server process.
+    pub pid: u32,
+    /// Its process group (the server leads it).
+    pub pgid: u32,
+    /// What it is doing.
+    pub state: GenerationState,
+    /// When it was spawned: milliseconds since the Unix epoch (UTC).
+    pub started_at: u64,
 }
 
 impl std::fmt::Display for State {
@@ -242,6 +272,11 @@ pub struct Record {
     /// The server's latest `STATUS=` text from the notify socket, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Every generation with a live process (schema 1.2): the current one,
+    /// one being started by a reload or restart, and retired ones still
+    /// draining. Empty in older records.
+    #[serde(default)]
+    pub generations: Vec<GenerationEntry>,
 }
 
 impl Record {
@@ -286,7 +321,20 @@ impl Record {
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
             status: None,
+            generations: Vec::new(),
         })
+    }
+
+    /// Every process group of the instance's servers: the current `pgid` and
+    /// each listed generation's, without repeats.
+    pub fn process_groups(&self) -> Vec<u32> {
+        let mut groups: Vec<u32> = self.pgid.into_iter().collect();
+        for generation in &self.generations {
+            if !groups.contains(&generation.pgid) {
+                groups.push(generation.pgid);
+            }
+        }
+        groups
     }
 
     /// The identity of the process that holds the instance.

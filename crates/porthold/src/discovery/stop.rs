@@ -126,7 +126,7 @@ fn kill_tree_then_launcher(live: &LiveRecord, launcher: &ProcessHandle) -> Resul
         }
         let snapshot = identity::processes();
         let mut targets: Vec<ProcessIdentity> = identity::descendants_in(&snapshot, record.pid);
-        if let Some(pgid) = record.pgid {
+        for pgid in record.process_groups() {
             for member in identity::group_members_since(pgid, record.starttime, me) {
                 if !targets.iter().any(|t| t.pid == member.pid) {
                     targets.push(member);

@@ -50,7 +50,10 @@ use rustix::process::Signal;
 use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
 use crate::activation::spawn as spawner;
 use crate::control::{ControlServer, Request, Response, ShutdownHandle};
-use crate::discovery::{self, Listener, Proto, Publisher, Record, State as RecordState};
+use crate::discovery::{
+    self, GenerationEntry, GenerationState, Listener, Proto, Publisher, Record,
+    State as RecordState,
+};
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
 use crate::supervisor::generation::{Generation, GenerationSpec, GenerationStdio, Output, Spawner};
@@ -525,6 +528,14 @@ impl Instance {
     ) -> std::result::Result<(), StartFailure> {
         let pid = generation.pid();
         self.server_group.store(pid, Ordering::SeqCst);
+        if let Some(record) = self.record.as_mut() {
+            for entry in &mut record.generations {
+                if entry.state == GenerationState::Ready {
+                    entry.state = GenerationState::Draining;
+                }
+            }
+        }
+        self.note_generation(number, pid, GenerationState::Ready);
         self.generations.push(Running { number, generation });
         let status = self.status.take();
         let mut record = self.record.take().ok_or_else(|| {
@@ -543,6 +554,30 @@ impl Instance {
         self.record = Some(record);
         published.map_err(StartFailure::Failed)?;
         Ok(())
+    }
+
+    /// Lists generation `number` (server `pid`) in the record, or updates it.
+    fn note_generation(&mut self, number: u64, pid: u32, state: GenerationState) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match record.generations.iter_mut().find(|g| g.number == number) {
+            Some(entry) => entry.state = state,
+            None => record.generations.push(GenerationEntry {
+                number,
+                pid,
+                pgid: pid,
+                state,
+                started_at: u64::try_from(crate::time::now_ms()).unwrap_or(0),
+            }),
+        }
+    }
+
+    /// Drops the generation whose server is `pid` from the record's list.
+    fn forget_generation(&mut self, pid: u32) {
+        if let Some(record) = self.record.as_mut() {
+            record.generations.retain(|g| g.pid != pid);
+        }
     }
 
     /// Publishes the record as it is now (best effort for status updates).
@@ -728,6 +763,8 @@ impl StartSteps for GenerationStart<'_> {
         // failed republish leaves only that fallback, so it does not fail the start.
         // (With `listen` readiness the ready record, pgid included, follows at
         // once: no record in between.)
+        let number = instance.generations.last().map_or(1, |g| g.number + 1);
+        instance.note_generation(number, generation.pid(), GenerationState::Starting);
         if let Some(record) = instance.record.as_mut()
             && instance.generations.is_empty()
         {
@@ -735,6 +772,10 @@ impl StartSteps for GenerationStart<'_> {
             if instance.options.ready != ReadyMode::Listen {
                 let _ = instance.republish();
             }
+        } else {
+            // A reload's or restart's new generation: listed (with its group)
+            // at once, for whoever takes over after a SIGKILLed launcher.
+            let _ = instance.republish();
         }
         Ok(generation)
     }
@@ -788,6 +829,7 @@ impl StartSteps for GenerationStart<'_> {
         if self.instance.generations.is_empty() {
             self.instance.server_group.store(0, Ordering::SeqCst);
         }
+        self.instance.forget_generation(child.pid());
         Some(child.stop(Signal::TERM, TREE_GRACE))
     }
 }
@@ -1219,6 +1261,8 @@ fn supervise(
                     // Whatever its tree left behind goes with it.
                     retired.generation.stop(Signal::KILL, Duration::ZERO);
                     draining.retain(|(n, _)| *n != number);
+                    instance.forget_generation(retired.generation.pid());
+                    let _ = instance.republish();
                 }
             }
             Some(Event::Reload {

@@ -170,12 +170,14 @@ impl Instance {
         loop {
             if let Some(status) = generation.try_wait() {
                 generation.stop(Signal::TERM, TREE_GRACE);
+                self.forget_generation(generation.pid());
                 return Err(format!(
                     "generation {number} exited within the confirm window ({status})"
                 ));
             }
             if token.is_cancelled() {
                 generation.stop(Signal::TERM, TREE_GRACE);
+                self.forget_generation(generation.pid());
                 return Err(why_cancelled());
             }
             let left = confirm_end.saturating_duration_since(Instant::now());
@@ -241,8 +243,18 @@ impl Instance {
         let (number, generation) = self.launch(cancel, &mut |_| {}, Some(wait))?;
         let pid = generation.pid();
         self.commit(number, generation)?;
+        let ended: Vec<u32> = self
+            .generations
+            .iter()
+            .filter(|g| g.number != number && g.generation.try_wait().is_some())
+            .map(|g| g.generation.pid())
+            .collect();
+        for pid in ended {
+            self.forget_generation(pid);
+        }
         self.generations
             .retain(|g| g.number == number || g.generation.try_wait().is_none());
+        let _ = self.republish();
         Ok((number, pid))
     }
 
