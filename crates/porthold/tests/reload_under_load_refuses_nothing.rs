@@ -231,3 +231,23 @@ fn a_server_exiting_every_two_seconds_under_restart_always_refuses_nothing() {
         "the listening socket changed across restarts"
     );
 }
+
+#[test]
+fn a_request_begun_before_a_reload_and_finished_after_it_is_answered() {
+    use std::io::{Read, Write};
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::Never);
+    let old = instance.current_pid();
+    // Connected (and taken by generation 1, the only one) before the reload;
+    // the request line is sent only after the reload committed and
+    // generation 1 got its stop signal: it finishes the connection in hand.
+    let mut conn = std::net::TcpStream::connect(addr(instance.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    instance.restart();
+    assert_ne!(instance.current_pid(), old);
+    conn.write_all(b"GET /slow\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "ok\n");
+    instance.stop();
+}
