@@ -18,13 +18,16 @@ use util::TestEnv;
 
 /// Accepts on fd 3, answers each connection with `<pid> <LISTEN_PID>`, says
 /// READY=1 once listening; on SIGTERM stops accepting and exits 0. Exits 3
-/// before ready when `fail` exists in the test's directory (`__DIR__`), and
-/// 1 right after READY=1 when `crash` does.
+/// before ready when `fail` exists in the test's directory (`__DIR__`), never
+/// gets ready when `hang` does, and exits 1 right after READY=1 when `crash`
+/// does.
 const SERVER: &str = r#"
 import os, signal, socket, sys, time
 d = "__DIR__"
 if os.path.exists(os.path.join(d, "fail")):
     sys.exit(3)
+if os.path.exists(os.path.join(d, "hang")):
+    time.sleep(1000)
 s = socket.socket(fileno=3)
 s.settimeout(0.05)
 stop = []
@@ -70,6 +73,8 @@ fn start(env: &TestEnv, name: &str) -> (std::process::Child, SocketAddr) {
             "notify",
             "--reload-confirm",
             "100ms",
+            "--ready-timeout",
+            "3s",
             "--drain-timeout",
             "5s",
             "--",
@@ -213,6 +218,15 @@ fn a_generation_that_fails_is_rolled_back_and_the_old_one_serves_on() {
     assert_eq!(out.status.code(), Some(7), "{err}");
     assert!(err.contains("rolled back"), "{err}");
     std::fs::remove_file(env.dir.path().join("fail")).unwrap();
+    assert_eq!(ask(addr).unwrap().0, old);
+
+    // Never gets ready: the readiness timeout rolls back.
+    std::fs::write(env.dir.path().join("hang"), "").unwrap();
+    let out = reload(&env, "rollback", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("rolled back"), "{err}");
+    std::fs::remove_file(env.dir.path().join("hang")).unwrap();
     assert_eq!(ask(addr).unwrap().0, old);
 
     // Crashes inside the confirm window.
