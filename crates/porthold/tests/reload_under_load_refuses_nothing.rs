@@ -59,24 +59,11 @@ impl ReloadedInstance {
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("run");
         discovery::ensure_runtime_dir(&runtime_dir).unwrap();
-        let exe = std::env::current_exe().unwrap();
         let key = discovery::Key {
             path: dir.path().display().to_string(),
             tag: String::new(),
         };
-        let mut options = RunOptions::new(
-            runtime_dir.clone(),
-            NAME,
-            key,
-            vec![
-                exe.into_os_string(),
-                "server_role".into(),
-                "--exact".into(),
-                "--nocapture".into(),
-                "--test-threads=1".into(),
-                "-q".into(),
-            ],
-        );
+        let mut options = RunOptions::new(runtime_dir.clone(), NAME, key, load::server_role_argv());
         options.listen = vec![ListenSpec::parse("ok=tcp://127.0.0.1:0").unwrap()];
         // (OK_SERVER_PORT is only for a server that binds by itself.)
         options.extra_env = vec![
@@ -179,16 +166,7 @@ fn six_reloads_under_load_refuse_reset_and_time_out_nothing() {
     instance.stop();
     eprintln!("porthold reload, {reloads} reloads: {}", report.summary());
     assert_eq!(reloads, 6);
-    assert!(
-        report.connections >= 300 * 3,
-        "too little load to mean anything: {}",
-        report.summary()
-    );
-    assert_eq!(report.refused, 0, "{}", report.summary());
-    assert_eq!(report.reset, 0, "{}", report.summary());
-    assert_eq!(report.timeouts, 0, "{}", report.summary());
-    assert_eq!(report.short, 0, "{}", report.summary());
-    assert!(report.other.is_empty(), "{:?}", report.other);
+    report.assert_clean(300 * 3);
     assert!(
         before.is_some(),
         "no listening socket found in generation 1"

@@ -349,21 +349,44 @@ pub struct Generation {
     stdout: BufReader<File>,
 }
 
+/// The command that runs this test binary as the `ok_server` (with
+/// [`SERVER_ROLE`] set, its `server_role` test becomes the server).
+pub fn server_role_argv() -> Vec<std::ffi::OsString> {
+    vec![
+        std::env::current_exe().unwrap().into_os_string(),
+        "server_role".into(),
+        "--exact".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+        "-q".into(),
+    ]
+}
+
+impl LoadReport {
+    /// Fails unless the run had enough load to mean anything (`min`
+    /// connections) and not one refused, reset, timed-out, short or other
+    /// failed connection.
+    pub fn assert_clean(&self, min: u64) {
+        assert!(
+            self.connections >= min,
+            "too little load to mean anything: {}",
+            self.summary()
+        );
+        assert_eq!(self.refused, 0, "{}", self.summary());
+        assert_eq!(self.reset, 0, "{}", self.summary());
+        assert_eq!(self.timeouts, 0, "{}", self.summary());
+        assert_eq!(self.short, 0, "{}", self.summary());
+        assert!(self.other.is_empty(), "{:?}", self.other);
+    }
+}
+
 impl Generation {
     fn spawn(listener: Option<&TcpListener>, port: u16) -> Generation {
-        let exe = std::env::current_exe().unwrap();
         let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
-        let mut request = SpawnRequest::new(vec![
-            exe.into_os_string(),
-            "server_role".into(),
-            "--exact".into(),
-            "--nocapture".into(),
-            "--test-threads=1".into(),
-            "-q".into(),
-        ])
-        .env(SERVER_ROLE, "1")
-        .env("OK_SERVER_PORT", port.to_string())
-        .stdout(write);
+        let mut request = SpawnRequest::new(server_role_argv())
+            .env(SERVER_ROLE, "1")
+            .env("OK_SERVER_PORT", port.to_string())
+            .stdout(write);
         if let Some(listener) = listener {
             request = request.listener(listener.as_fd(), "ok");
         }
