@@ -251,6 +251,18 @@ fn a_generation_that_fails_is_rolled_back_and_the_old_one_serves_on() {
     assert_eq!(record.child_pid, Some(old));
     assert_eq!(record.generation, 1);
     assert_eq!(record.state, porthold::discovery::State::Ready);
+    // Four rollbacks, each remembered with its reason.
+    let outcomes: Vec<_> = record.events.iter().map(|e| e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![porthold::discovery::EventOutcome::RolledBack; 4]
+    );
+    assert!(
+        record.events.iter().all(|e| e.reason.is_some()),
+        "{:?}",
+        record.events
+    );
+    assert_eq!(record.generations.len(), 1, "{:?}", record.generations);
 
     signal(launcher.id(), libc::SIGTERM);
     let (code, _, err) = finish(launcher);

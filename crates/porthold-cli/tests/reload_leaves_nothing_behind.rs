@@ -165,6 +165,28 @@ fn an_old_generation_that_ignores_the_stop_signal_is_killed_after_the_drain_time
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The reload is remembered with its figures, the drain included.
+    let record = porthold::discovery::probe(&runtime_dir(&env), "stubborn")
+        .unwrap()
+        .record
+        .unwrap();
+    let [event] = &record.events[..] else {
+        panic!("one event: {:?}", record.events)
+    };
+    assert_eq!(
+        (event.generation, event.cause, event.outcome, event.retired),
+        (
+            2,
+            porthold::discovery::GenerationCause::Reload,
+            porthold::discovery::EventOutcome::Committed,
+            Some(1)
+        )
+    );
+    assert!(event.ready_ms.is_some());
+    assert!(
+        event.drain_ms.is_some_and(|ms| ms >= 900),
+        "the drain lasted the drain timeout (1s): {event:?}"
+    );
     // (SIGTERM is ignored by the server: the launcher's stop ends in SIGKILL
     // after the drain timeout too.)
     signal(launcher.id(), libc::SIGTERM);

@@ -52,6 +52,17 @@ fn a_crashing_server_is_restarted_on_the_same_socket() {
     );
     assert_eq!(later.instance_id, first.instance_id);
     assert_ne!(later.child_pid, first.child_pid);
+    // Each restart is remembered, with its time to ready.
+    let restarts: Vec<_> = later
+        .events
+        .iter()
+        .filter(|e| {
+            e.cause == porthold::discovery::GenerationCause::Restart
+                && e.outcome == porthold::discovery::EventOutcome::Committed
+        })
+        .collect();
+    assert!(restarts.len() >= 2, "{:?}", later.events);
+    assert!(restarts.iter().all(|e| e.ready_ms.is_some()));
     signal(launcher.id(), libc::SIGTERM);
     let (code, _, err) = finish(launcher);
     assert!(matches!(code, Some(1) | Some(143)), "{code:?} {err}");

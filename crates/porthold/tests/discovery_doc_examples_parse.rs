@@ -28,6 +28,8 @@ fn the_documented_record_parses_with_every_field() {
     assert_eq!(record.listeners[0].proto, Proto::Tcp);
     assert_eq!(record.listeners[1].family, Family::Unix);
     assert_eq!(record.listeners[1].port, None);
+    assert_eq!(record.generations.len(), 2);
+    assert_eq!(record.events[0].retired, Some(1));
     assert_eq!(
         record.url("http").as_deref(),
         Some("http://127.0.0.1:10003")

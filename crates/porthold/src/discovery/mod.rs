@@ -63,8 +63,8 @@ pub use reader::{
     wait_for_key,
 };
 pub use record::{
-    Family, GenerationEntry, GenerationState, Key, Listener, Proto, Record, SCHEMA, SCHEMA_MAJOR,
-    State,
+    EventOutcome, Family, GenerationCause, GenerationEntry, GenerationEvent, GenerationState, Key,
+    Listener, MAX_EVENTS, Proto, Record, SCHEMA, SCHEMA_MAJOR, State,
 };
 pub use stop::{
     ASSUMED_DRAIN_TIMEOUT, STOP_TIMEOUT_MARGIN, StopOutcome, default_stop_timeout, kill_instance,

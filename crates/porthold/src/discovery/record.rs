@@ -68,6 +68,63 @@ pub enum GenerationState {
     Unknown,
 }
 
+/// What started a generation after the first (schema 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationCause {
+    /// `porthold reload` (or SIGHUP with `--on-hup reload`).
+    Reload,
+    /// `--restart`: the server had exited by itself.
+    Restart,
+    /// A cause written by a newer minor schema version that this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// How a reload or restart ended (schema 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// The new generation is the current one.
+    Committed,
+    /// The new generation was killed; the old one serves on (a reload), or
+    /// the next try is scheduled (a restart).
+    RolledBack,
+    /// An outcome written by a newer minor schema version that this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One reload or restart, as the record remembers it (the last
+/// [`MAX_EVENTS`]; schema 1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationEvent {
+    /// The generation it started.
+    pub generation: u64,
+    /// What started it.
+    pub cause: GenerationCause,
+    /// How it ended.
+    pub outcome: EventOutcome,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// From the request (or the restart's due time) to ready, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_ms: Option<u64>,
+    /// The generation a committed reload retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<u64>,
+    /// How long the retired generation took to end after the commit, in
+    /// milliseconds (absent while it still drains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_ms: Option<u64>,
+    /// When it ended: milliseconds since the Unix epoch (UTC).
+    pub at: u64,
+}
+
+/// How many reload and restart events a record keeps.
+pub const MAX_EVENTS: usize = 16;
+
 /// One generation of an instance, as the record lists it (schema 1.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenerationEntry {
@@ -277,6 +334,9 @@ pub struct Record {
     /// draining. Empty in older records.
     #[serde(default)]
     pub generations: Vec<GenerationEntry>,
+    /// The last [`MAX_EVENTS`] reloads and restarts, oldest first (schema 1.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<GenerationEvent>,
 }
 
 impl Record {
@@ -322,6 +382,7 @@ impl Record {
                 .collect(),
             status: None,
             generations: Vec::new(),
+            events: Vec::new(),
         })
     }
 

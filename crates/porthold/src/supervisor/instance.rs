@@ -51,8 +51,8 @@ use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer}
 use crate::activation::spawn as spawner;
 use crate::control::{ControlServer, Request, Response, ShutdownHandle};
 use crate::discovery::{
-    self, GenerationEntry, GenerationState, Listener, Proto, Publisher, Record,
-    State as RecordState,
+    self, EventOutcome, GenerationCause, GenerationEntry, GenerationEvent, GenerationState,
+    Listener, Proto, Publisher, Record, State as RecordState,
 };
 use crate::error::{Error, Result};
 use crate::net::listen::{BoundSocket, ListenSpec, SocketProto};
@@ -571,6 +571,52 @@ impl Instance {
                 started_at: u64::try_from(crate::time::now_ms()).unwrap_or(0),
             }),
         }
+    }
+
+    /// Remembers a reload or restart in the record (the last few).
+    fn record_event(
+        &mut self,
+        generation: u64,
+        cause: GenerationCause,
+        outcome: std::result::Result<(Option<u64>, Option<u64>), String>,
+    ) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        let (ready_ms, retired, reason) = match outcome {
+            Ok((ready_ms, retired)) => (ready_ms, retired, None),
+            Err(reason) => (None, None, Some(reason)),
+        };
+        record.events.push(GenerationEvent {
+            generation,
+            cause,
+            outcome: if reason.is_none() {
+                EventOutcome::Committed
+            } else {
+                EventOutcome::RolledBack
+            },
+            reason,
+            ready_ms,
+            retired,
+            drain_ms: None,
+            at: u64::try_from(crate::time::now_ms()).unwrap_or(0),
+        });
+        let excess = record.events.len().saturating_sub(discovery::MAX_EVENTS);
+        record.events.drain(..excess);
+    }
+
+    /// Notes in the record how long the retired generation `number` took to
+    /// end after its reload committed; returns that duration.
+    fn record_drained(&mut self, number: u64) -> Option<u64> {
+        let record = self.record.as_mut()?;
+        let event = record
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.retired == Some(number) && e.drain_ms.is_none())?;
+        let now = u64::try_from(crate::time::now_ms()).unwrap_or(0);
+        event.drain_ms = Some(now.saturating_sub(event.at));
+        event.drain_ms
     }
 
     /// Drops the generation whose server is `pid` from the record's list.
@@ -1262,7 +1308,16 @@ fn supervise(
                     retired.generation.stop(Signal::KILL, Duration::ZERO);
                     draining.retain(|(n, _)| *n != number);
                     instance.forget_generation(retired.generation.pid());
+                    let drained = instance.record_drained(number);
                     let _ = instance.republish();
+                    if !options.quiet
+                        && let Some(ms) = drained
+                    {
+                        eprintln!(
+                            "porthold: {}: generation {number} ended {ms} ms after it was retired",
+                            options.name
+                        );
+                    }
                 }
             }
             Some(Event::Reload {
@@ -1292,8 +1347,8 @@ fn supervise(
                                 .push((reloaded.retired, Instant::now() + options.drain_timeout));
                             if !options.quiet {
                                 eprintln!(
-                                    "porthold: {} reloaded: generation {} (pid {}) serves",
-                                    options.name, reloaded.number, reloaded.pid
+                                    "porthold: {} reloaded: generation {} (pid {}) serves, ready in {} ms",
+                                    options.name, reloaded.number, reloaded.pid, reloaded.ready_ms
                                 );
                             }
                             Response::Reloaded { pid: reloaded.pid }
@@ -1382,8 +1437,24 @@ fn supervise(
                     && now >= at
                 {
                     let mut deferred = Vec::new();
+                    let next = instance.generations.last().map_or(1, |g| g.number + 1);
                     let restarted = instance.restart(cancel, inbox, &mut deferred);
                     pending.extend(deferred);
+                    let ready_ms = u64::try_from(now.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    match &restarted {
+                        Ok((number, _)) => instance.record_event(
+                            *number,
+                            GenerationCause::Restart,
+                            Ok((Some(ready_ms), None)),
+                        ),
+                        Err(StartFailure::Failed(error)) => instance.record_event(
+                            next,
+                            GenerationCause::Restart,
+                            Err(error.to_string()),
+                        ),
+                        Err(StartFailure::Cancelled) => {}
+                    }
+                    let _ = instance.republish();
                     match restarted {
                         Ok((number, pid)) => {
                             restart_at = None;

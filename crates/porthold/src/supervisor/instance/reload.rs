@@ -28,7 +28,7 @@ use rustix::process::Signal;
 use super::{Event, Instance, StartFailure, TREE_GRACE};
 use crate::activation::notify;
 use crate::activation::spawn::SpawnRequest;
-use crate::discovery::State as RecordState;
+use crate::discovery::{GenerationCause, State as RecordState};
 use crate::error::{Error, Result};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::lifecycle::CancelToken;
@@ -54,6 +54,8 @@ pub(super) struct Reloaded {
     pub(super) pid: u32,
     /// The generation it replaced (now sent the stop signal).
     pub(super) retired: u64,
+    /// From the request to n+1's readiness, in milliseconds.
+    pub(super) ready_ms: u64,
 }
 
 impl Instance {
@@ -105,10 +107,17 @@ impl Instance {
             });
         }
         self.set_state(RecordState::Reloading);
-        let result = self.reload_steps(check, &token, cancel, inbox, deferred);
+        let began = Instant::now();
+        let mut ready_at = None;
+        let result = self.reload_steps(check, &token, cancel, inbox, deferred, &mut ready_at);
         done.cancel();
+        let ready_ms = ready_at.map(|at: Instant| {
+            u64::try_from(at.duration_since(began).as_millis()).unwrap_or(u64::MAX)
+        });
         match result {
             Ok((number, pid)) => {
+                self.record_event(number, GenerationCause::Reload, Ok((ready_ms, Some(old))));
+                let _ = self.republish();
                 let old_pid = self
                     .generations
                     .iter()
@@ -121,9 +130,11 @@ impl Instance {
                     number,
                     pid,
                     retired: old,
+                    ready_ms: ready_ms.unwrap_or(0),
                 })
             }
             Err(reason) => {
+                self.record_event(old + 1, GenerationCause::Reload, Err(reason.clone()));
                 self.set_state(RecordState::Ready);
                 Err(Error::RolledBack { reason })
             }
@@ -137,6 +148,7 @@ impl Instance {
         cancel: &CancelToken,
         inbox: &Receiver<Event>,
         deferred: &mut Vec<Event>,
+        ready_at: &mut Option<Instant>,
     ) -> std::result::Result<(u64, u32), String> {
         let why_cancelled = || {
             if cancel.is_cancelled() {
@@ -165,6 +177,7 @@ impl Instance {
             Err(StartFailure::Cancelled) => return Err(why_cancelled()),
             Err(StartFailure::Failed(e)) => return Err(e.to_string()),
         };
+        *ready_at = Some(Instant::now());
         // The confirm window: n+1 must stay alive while n still serves.
         let confirm_end = Instant::now() + self.options.reload_confirm;
         loop {
