@@ -834,13 +834,6 @@ impl StartSteps for GenerationStart<'_> {
         let child: &Generation = child;
         let main_pid = child.pid();
         let mut child_exited = || child.try_wait();
-        let address = instance
-            .record
-            .as_ref()
-            .and_then(|r| r.listeners.iter().find_map(|l| l.socket_addr()))
-            .map(ready::probe_address);
-        let mut probe = ProbeOptions::new(address, instance.options.ready_timeout);
-        probe.cmd_env = instance.env.clone();
         match &instance.options.ready {
             // The socket accepted into its backlog before the spawn: ready now,
             // even if the server has already finished (its exit code is the answer).
@@ -848,7 +841,7 @@ impl StartSteps for GenerationStart<'_> {
             ReadyMode::Listen => ReadyOutcome::Ready,
             ReadyMode::Notify { .. } => match &instance.notify {
                 Some(server) => wait_notify(
-                    server,
+                    &mut |wait| server.recv(wait).map_err(|e| e.to_string()),
                     instance.options.notify_access,
                     main_pid,
                     instance.options.ready_timeout,
@@ -861,13 +854,7 @@ impl StartSteps for GenerationStart<'_> {
                     last_error: Some("no notify socket".into()),
                 },
             },
-            mode => match ready::wait_ready(mode, &probe, cancel, &mut child_exited) {
-                Ok(outcome) => outcome,
-                Err(e) => ReadyOutcome::TimedOut {
-                    waited: Duration::ZERO,
-                    last_error: Some(e.to_string()),
-                },
-            },
+            mode => wait_probe(instance, mode, cancel, &mut child_exited),
         }
     }
 
@@ -880,9 +867,34 @@ impl StartSteps for GenerationStart<'_> {
     }
 }
 
-/// Waits for `READY=1` from an allowed sender.
+/// Waits for a probe readiness (`tcp`, `http:`, `cmd:`, `delay:`) of the
+/// instance's server; a probe that cannot run is a timeout naming why.
+fn wait_probe(
+    instance: &Instance,
+    mode: &ReadyMode,
+    cancel: &CancelToken,
+    child_exited: &mut dyn FnMut() -> Option<std::process::ExitStatus>,
+) -> ReadyOutcome {
+    let address = instance
+        .record
+        .as_ref()
+        .and_then(|r| r.listeners.iter().find_map(|l| l.socket_addr()))
+        .map(ready::probe_address);
+    let mut probe = ProbeOptions::new(address, instance.options.ready_timeout);
+    probe.cmd_env = instance.env.clone();
+    match ready::wait_ready(mode, &probe, cancel, child_exited) {
+        Ok(outcome) => outcome,
+        Err(e) => ReadyOutcome::TimedOut {
+            waited: Duration::ZERO,
+            last_error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Waits for `READY=1` from an allowed sender; `next(wait)` is the next
+/// notify message within `wait` (`Ok(None)`: none yet).
 fn wait_notify(
-    server: &NotifyServer,
+    next: &mut dyn FnMut(Duration) -> std::result::Result<Option<NotifyMessage>, String>,
     access: NotifyAccess,
     main_pid: u32,
     timeout: Duration,
@@ -906,7 +918,7 @@ fn wait_notify(
                 last_error: ignored,
             };
         }
-        match server.recv(left.min(Duration::from_millis(50))) {
+        match next(left.min(Duration::from_millis(50))) {
             Ok(Some(message)) if message.ready => {
                 if notify::accepts(access, main_pid, message.pid) {
                     if message.status.is_some() {
@@ -925,7 +937,7 @@ fn wait_notify(
                 }
             }
             Ok(None) => {}
-            Err(e) => ignored = Some(e.to_string()),
+            Err(e) => ignored = Some(e),
         }
     }
 }

@@ -26,13 +26,12 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use super::{Event, Instance, StartFailure, TREE_GRACE};
-use crate::activation::notify;
 use crate::activation::spawn::SpawnRequest;
 use crate::discovery::{GenerationCause, State as RecordState};
 use crate::error::{Error, Result};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::lifecycle::CancelToken;
-use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
+use crate::supervisor::ready::{ReadyMode, ReadyOutcome};
 use crate::supervisor::tree;
 
 /// What a reload's readiness wait needs from the serving loop: its inbox
@@ -288,83 +287,55 @@ pub(super) fn wait_ready(
 ) -> ReadyOutcome {
     let mut child_exited = || child.try_wait();
     let options = &instance.options;
-    match &options.ready {
+    let mode = match &options.ready {
         ReadyMode::Notify { .. } => {
             // The notify socket's messages reach the serving loop's inbox:
-            // READY=1 counts only from n+1's tree; everything else is kept.
-            let start = Instant::now();
-            let main_pid = child.pid();
-            loop {
-                if cancel.is_cancelled() {
-                    return ReadyOutcome::Cancelled;
+            // READY=1 counts only from n+1's tree. Every message is kept for
+            // the loop too (n's `STATUS=` still reaches the record), and so
+            // is every other event.
+            let (inbox, deferred) = (reload.inbox, &mut *reload.deferred);
+            let mut next = |wait| match inbox.recv_timeout(wait) {
+                Ok(Event::Notify(message)) => {
+                    deferred.push(Event::Notify(message.clone()));
+                    Ok(Some(message))
                 }
-                if let Some(status) = child_exited() {
-                    return ReadyOutcome::ChildExited(status);
+                Ok(event) => {
+                    deferred.push(event);
+                    Ok(None)
                 }
-                let left = options.ready_timeout.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    return ReadyOutcome::TimedOut {
-                        waited: start.elapsed(),
-                        last_error: None,
-                    };
-                }
-                match reload
-                    .inbox
-                    .recv_timeout(left.min(Duration::from_millis(20)))
-                {
-                    Ok(Event::Notify(message))
-                        if notify::accepts(options.notify_access, main_pid, message.pid) =>
-                    {
-                        if message.status.is_some() {
-                            instance.status.clone_from(&message.status);
-                        }
-                        if message.ready {
-                            return ReadyOutcome::Ready;
-                        }
-                    }
-                    Ok(event) => reload.deferred.push(event),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return ReadyOutcome::Cancelled,
-                }
-            }
-        }
-        mode => {
-            let mode = match mode {
-                ReadyMode::Listen if !reload.overlap => return ReadyOutcome::Ready,
-                // Nothing else serves (a restart): the probe answers for this generation.
-                ReadyMode::Tcp | ReadyMode::Http { .. } if !reload.overlap => mode.clone(),
-                ReadyMode::Listen | ReadyMode::Tcp | ReadyMode::Http { .. } => {
-                    let name = match mode {
-                        ReadyMode::Listen => "listen",
-                        ReadyMode::Tcp => "tcp",
-                        _ => "http:",
-                    };
-                    if !options.quiet {
-                        eprintln!(
-                            "porthold: {}: readiness `{name}` cannot tell two generations apart through one socket; generation {} must stay alive for {:?} instead",
-                            options.name,
-                            instance.generations.last().map_or(1, |g| g.number + 1),
-                            options.reload_delay
-                        );
-                    }
-                    ReadyMode::Delay(options.reload_delay)
-                }
-                other => other.clone(),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err("the serving loop ended".to_string()),
             };
-            let address = instance
-                .record
-                .as_ref()
-                .and_then(|r| r.listeners.iter().find_map(|l| l.socket_addr()))
-                .map(ready::probe_address);
-            let mut probe = ProbeOptions::new(address, options.ready_timeout);
-            probe.cmd_env = instance.env.clone();
-            match ready::wait_ready(&mode, &probe, cancel, &mut child_exited) {
-                Ok(outcome) => outcome,
-                Err(e) => ReadyOutcome::TimedOut {
-                    waited: Duration::ZERO,
-                    last_error: Some(e.to_string()),
-                },
-            }
+            return super::wait_notify(
+                &mut next,
+                options.notify_access,
+                child.pid(),
+                options.ready_timeout,
+                cancel,
+                &mut child_exited,
+                &mut instance.status,
+            );
         }
-    }
+        ReadyMode::Listen if !reload.overlap => return ReadyOutcome::Ready,
+        // Nothing else serves (a restart): the probe answers for this generation.
+        mode @ (ReadyMode::Tcp | ReadyMode::Http { .. }) if !reload.overlap => mode.clone(),
+        mode @ (ReadyMode::Listen | ReadyMode::Tcp | ReadyMode::Http { .. }) => {
+            let name = match mode {
+                ReadyMode::Listen => "listen",
+                ReadyMode::Tcp => "tcp",
+                _ => "http:",
+            };
+            if !options.quiet {
+                eprintln!(
+                    "porthold: {}: readiness `{name}` cannot tell two generations apart through one socket; generation {} must stay alive for {:?} instead",
+                    options.name,
+                    instance.generations.last().map_or(1, |g| g.number + 1),
+                    options.reload_delay
+                );
+            }
+            ReadyMode::Delay(options.reload_delay)
+        }
+        other => other.clone(),
+    };
+    super::wait_probe(instance, &mode, cancel, &mut child_exited)
 }
