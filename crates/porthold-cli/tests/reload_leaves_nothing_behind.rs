@@ -422,3 +422,61 @@ fn a_new_run_after_a_launcher_sigkilled_during_a_drain_ends_every_listed_generat
         "generations {survivors:?} (old {old}, new {new}) survived the takeover"
     );
 }
+
+#[test]
+fn a_check_cut_off_by_the_reload_timeout_leaves_no_process_behind() {
+    let env = TestEnv::new();
+    let mut launcher = spawn_run(
+        &env,
+        &[
+            "--ephemeral",
+            "--name",
+            "slowcheck",
+            "--ready",
+            "delay:1ms",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let old = wait_ready(&env, "slowcheck", &mut launcher)
+        .record
+        .child_pid
+        .unwrap();
+    // The shell waits for its own child: killing only the shell would leave
+    // the `sleep` running.
+    let out = env
+        .cmd()
+        .args([
+            "reload",
+            "--name",
+            "slowcheck",
+            "--timeout",
+            "1s",
+            "--check",
+            "sleep 300.9191; true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{err}");
+    assert!(err.contains("timeout"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left = runner::processes_with("300.9191");
+        if left.is_empty() || Instant::now() >= deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for pid in &left {
+        signal(*pid, libc::SIGKILL);
+    }
+    assert!(
+        left.is_empty(),
+        "the check's processes {left:?} outlived the rollback"
+    );
+    assert!(!gone(old), "the old generation still serves");
+    signal(launcher.id(), libc::SIGTERM);
+    let _ = finish(launcher);
+}

@@ -497,7 +497,9 @@ fn wait_cmd(
     }
 }
 
-fn kill_probe(probe: &Child) {
+/// Ends a shell porthold started in a process group of its own (a `cmd:`
+/// probe, a reload's check), everything of it still in that group, and reaps it.
+pub(crate) fn kill_probe(probe: &Child) {
     // The probe leads its own process group (new_process_group above), and we have
     // not reaped it yet, so its pid, and with it the group id, cannot be reused.
     if let Some(pid) = rustix::process::Pid::from_raw(probe.pid() as i32) {
@@ -508,7 +510,7 @@ fn kill_probe(probe: &Child) {
 }
 
 /// `/dev/null` for the probe's stdin, stdout and stderr.
-fn dev_null() -> Result<std::os::fd::OwnedFd> {
+pub(crate) fn dev_null() -> Result<std::os::fd::OwnedFd> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)

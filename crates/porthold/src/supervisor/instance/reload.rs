@@ -31,7 +31,7 @@ use crate::discovery::{GenerationCause, State as RecordState};
 use crate::error::{Error, Result};
 use crate::supervisor::generation::Generation;
 use crate::supervisor::lifecycle::CancelToken;
-use crate::supervisor::ready::{ReadyMode, ReadyOutcome};
+use crate::supervisor::ready::{self, ReadyMode, ReadyOutcome};
 use crate::supervisor::tree;
 
 /// What a reload's readiness wait needs from the serving loop: its inbox
@@ -206,10 +206,16 @@ impl Instance {
         Ok((number, pid))
     }
 
-    /// The pre-flight check: `sh -c CHECK` with the server's environment;
-    /// `Err` with the reason unless it exits 0.
+    /// The pre-flight check: `sh -c CHECK` with the server's environment, in
+    /// a process group of its own (its output is the launcher's); `Err` with
+    /// the reason unless it exits 0. Cut off by `token`, its whole group is
+    /// killed.
     fn run_check(&self, check: &str, token: &CancelToken) -> std::result::Result<(), String> {
-        let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()]);
+        let stdin = ready::dev_null().map_err(|e| e.to_string())?;
+        let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()])
+            .stdin(stdin)
+            .new_process_group(true)
+            .parent_death_signal(Signal::KILL);
         for (k, v) in &self.env {
             request = request.env(k, v);
         }
@@ -226,9 +232,7 @@ impl Instance {
                 Err(e) => return Err(format!("waiting for the check `{check}`: {e}")),
             }
             if token.wait_timeout(Duration::from_millis(5)) {
-                tree::signal_group(child.pid(), Signal::KILL);
-                let _ = child.kill(Signal::KILL);
-                let _ = child.wait();
+                ready::kill_probe(&child);
                 return Err("cancelled".into());
             }
         }
