@@ -1241,7 +1241,8 @@ fn supervise(
     let mut kill_at: Option<Instant> = None;
     // Retired generations still draining: number and SIGKILL deadline.
     let mut draining: Vec<(u64, Instant)> = Vec::new();
-    // Events a reload's readiness wait took from the inbox but did not use.
+    // Events a reload or restart took from the inbox while it waited (notify
+    // messages included), for this loop to handle afterwards.
     let mut pending: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
     let mut stop_requests: Vec<Signal> = Vec::new();
     let mut last_publish = Instant::now();
