@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use runner::{finish, have, signal, spawn_run, wait_ready};
+use runner::{finish, signal, skip_without_python, spawn_run, wait_ready};
 use util::TestEnv;
 
 /// Accepts on fd 3, answers each connection with `<pid> <LISTEN_PID>`, says
@@ -50,16 +50,6 @@ while not stop:
     finally:
         c.close()
 "#;
-
-fn skip_without_python() -> bool {
-    if have("python3") {
-        return false;
-    }
-    porthold::test_hooks::skip(
-        "python3 is not installed (scripts/install-test-deps.sh installs it)",
-    );
-    true
-}
 
 fn start(env: &TestEnv, name: &str) -> (std::process::Child, SocketAddr) {
     let server = SERVER.replace("__DIR__", &env.dir.path().display().to_string());

@@ -8,22 +8,14 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
-use runner::{finish, have, http_get, read_file_eventually, signal, spawn_run, wait_ready};
+use runner::{
+    finish, http_get, read_file_eventually, signal, skip_without_python, spawn_run, wait_ready,
+};
 
 use util::TestEnv;
 
 /// A Python server that accepts on fd 3 and answers every request with `hello`.
 const PY_FD3: &str = "import socket\ns=socket.socket(fileno=3)\nwhile True:\n    c,_=s.accept()\n    c.recv(65536)\n    c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nhello')\n    c.close()\n";
-
-fn skip_without_python() -> bool {
-    if have("python3") {
-        return false;
-    }
-    porthold::test_hooks::skip(
-        "python3 is not installed (scripts/install-test-deps.sh installs it)",
-    );
-    true
-}
 
 #[test]
 fn a_python_server_serves_through_the_passed_socket_and_url_finds_it() {

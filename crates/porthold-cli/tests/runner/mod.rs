@@ -135,6 +135,18 @@ pub fn signal_group(pgid: u32, sig: i32) {
     unsafe { libc::kill(-(pgid as i32), sig) };
 }
 
+/// `true` (after a printed skip, which fails under `PORTHOLD_REQUIRE_ALL=1`)
+/// when python3 is missing.
+pub fn skip_without_python() -> bool {
+    if have("python3") {
+        return false;
+    }
+    porthold::test_hooks::skip(
+        "python3 is not installed (scripts/install-test-deps.sh installs it)",
+    );
+    true
+}
+
 /// The children of `pid` (from `/proc`), zombies included, with their stat lines.
 pub fn children_of(pid: u32) -> Vec<porthold::identity::Stat> {
     std::fs::read_dir("/proc")
