@@ -2,8 +2,10 @@
 //! volatile by definition, and a discovery record only has to be atomic for
 //! concurrent readers (temp file + rename), not durable across a power loss.
 //! Nor does it rename a record over the previous one, which ext4 treats as a
-//! replace and answers with immediate writeback. Checked structurally, by
-//! tracing system calls, not by timing.
+//! replace and answers with immediate writeback. Nor does it install a
+//! signal handler per signal (about 60 of them, two system calls each, on
+//! every start): it blocks the signals it takes and waits for them. Checked
+//! structurally, by tracing system calls, not by timing.
 
 mod util;
 
@@ -165,5 +167,62 @@ fn a_record_is_swapped_with_the_previous_one_never_renamed_over_it() {
     assert!(
         leftovers.is_empty(),
         "swapped-out records left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn the_launcher_takes_its_signals_without_installing_handlers() {
+    if let Err(reason) = strace_usable() {
+        porthold::test_hooks::skip(&reason);
+        return;
+    }
+    let env = TestEnv::new();
+    let lines = traced(
+        &env,
+        &["run", "--ephemeral", "--", "true"],
+        "trace=rt_sigaction,rt_sigprocmask",
+    );
+    // `strace -f -o FILE` starts every line with the pid; the first is the launcher.
+    let pid_of = |line: &str| line.split_whitespace().next().map(str::to_string);
+    let launcher = lines
+        .first()
+        .and_then(|l| pid_of(l))
+        .expect("an empty trace");
+    let of_launcher: Vec<&String> = lines
+        .iter()
+        .filter(|l| pid_of(l).as_deref() == Some(launcher.as_str()))
+        .collect();
+    let sigactions = of_launcher
+        .iter()
+        .filter(|l| l.contains("rt_sigaction("))
+        .count();
+    // The Rust runtime's own (SIGPIPE, and SIGSEGV/SIGBUS for stack overflows)
+    // and the SIGHUP check of the policy: a few, never one per signal.
+    assert!(
+        sigactions <= 8,
+        "the launcher made {sigactions} rt_sigaction calls:\n{}",
+        lines.join("\n")
+    );
+    // strace writes a large set as its complement (`~[ILL TRAP …]`); the
+    // spawner's own block-everything around a fork is `~[]`.
+    let blocks_term_and_usr1 = |line: &&&String| {
+        let Some(set) = line
+            .split_once("rt_sigprocmask(SIG_BLOCK, ")
+            .map(|(_, rest)| rest.split(']').next().unwrap_or_default())
+        else {
+            return false;
+        };
+        let names: Vec<&str> = set.trim_start_matches(['~', '[']).split(' ').collect();
+        let has = |n: &str| names.contains(&n);
+        if set.starts_with("~[") {
+            !set.starts_with("~[]") && !has("TERM") && !has("USR1")
+        } else {
+            has("TERM") && has("USR1")
+        }
+    };
+    assert!(
+        of_launcher.iter().any(|l| blocks_term_and_usr1(&l)),
+        "the launcher did not block its signals:\n{}",
+        lines.join("\n")
     );
 }

@@ -26,7 +26,7 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -154,15 +154,27 @@ impl ProcessIdentity {
     /// # Errors
     /// When `/proc` cannot be read (not Linux, `/proc` not mounted).
     pub fn current() -> Result<ProcessIdentity> {
+        // A process's start time never changes, so it is read once per pid
+        // (keyed by pid: a forked child is another process with its own).
+        static OWN_START: Mutex<Option<(u32, u64)>> = Mutex::new(None);
         let pid = std::process::id();
-        // /proc/self is the caller's own entry even when /proc belongs to another
-        // pid namespace (then the pid below would not match it; we use our own).
-        let text = fs::read_to_string("/proc/self/stat")
-            .map_err(|e| Error::io("reading `/proc/self/stat`", e))?;
-        let st = Stat::parse(&text)?;
+        let cached = *crate::sync::lock(&OWN_START);
+        let starttime = match cached {
+            Some((cached_pid, starttime)) if cached_pid == pid => starttime,
+            _ => {
+                // /proc/self is the caller's own entry even when /proc belongs to
+                // another pid namespace (then the pid below would not match it;
+                // we use our own).
+                let text = fs::read_to_string("/proc/self/stat")
+                    .map_err(|e| Error::io("reading `/proc/self/stat`", e))?;
+                let starttime = Stat::parse(&text)?.starttime;
+                *crate::sync::lock(&OWN_START) = Some((pid, starttime));
+                starttime
+            }
+        };
         Ok(ProcessIdentity {
             pid,
-            starttime: st.starttime,
+            starttime,
             boot_id: boot_id()?,
         })
     }

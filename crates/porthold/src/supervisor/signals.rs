@@ -3,9 +3,10 @@
 //! porthold must outlive its server to report the server's exit code and to
 //! clean up (the server's tree, the record, a Unix socket file), so no signal
 //! a user or the system may send it is allowed to kill it silently. Every
-//! signal whose default action would terminate porthold is caught (a handler
-//! that writes to a self-pipe, from `signal-hook`) and classified by
-//! [`SignalPolicy::classify`]:
+//! signal whose default action would terminate porthold is blocked in the
+//! thread that installs the [`SignalWatcher`] (and so in every thread it
+//! starts later), taken with `sigwaitinfo` by the thread that waits, and
+//! classified by [`SignalPolicy::classify`]:
 //!
 //! | signal | what porthold does |
 //! |---|---|
@@ -18,11 +19,14 @@
 //! their default action: a handler that returns would re-run the faulting
 //! instruction forever. SIGKILL and SIGSTOP cannot be caught.
 //!
-//! "Ignored" signals are caught by a handler that does nothing rather than set
-//! to `SIG_IGN`: a caught signal goes back to its default at `execve`, so the
-//! server starts with ordinary dispositions without the spawner having to know
-//! which signals porthold ignores. (The spawner resets every disposition and
-//! the mask in the child anyway, except the ones it is told to keep ignored.)
+//! Blocking instead of handling costs two system calls however many signals
+//! there are (a handler is two per signal, about 60 signals): it is on every
+//! `porthold run`'s path. No disposition changes, so the server starts with
+//! ordinary dispositions without the spawner having to know which signals
+//! porthold takes; the spawner clears the mask in the child (and resets every
+//! disposition anyway, except the ones it is told to keep ignored). "Ignored"
+//! signals are taken and dropped, not set to `SIG_IGN`, which the server
+//! would inherit.
 //!
 //! # Ctrl-C exactly once
 //!
@@ -32,7 +36,6 @@
 //! would receive the terminal's SIGINT *and* porthold's copy.)
 
 use rustix::process::Signal;
-use signal_hook::iterator::Signals;
 
 use crate::error::{Error, Result};
 
@@ -208,11 +211,40 @@ impl SignalSource for std::sync::mpsc::Receiver<SignalAction> {
     }
 }
 
-/// Catches the policy's signals for the life of the process;
+/// Takes the policy's signals for the life of the process;
 /// [`wait`](SignalWatcher::wait) returns what to do with each, in order.
+///
+/// Install it on the main thread before any other thread starts: the signals
+/// are blocked in the installing thread and the threads it starts afterwards,
+/// and a thread started before would still take them with their default
+/// (terminating) action.
 pub struct SignalWatcher {
-    signals: Signals,
+    set: SignalSet,
     policy: SignalPolicy,
+}
+
+/// A `sigset_t` (plain data, valid once `sigemptyset` has run).
+#[derive(Clone, Copy)]
+struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    fn of(signals: &[i32]) -> Result<SignalSet> {
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigemptyset initialises the set it is given; sigaddset only
+        // writes into that initialised set.
+        unsafe {
+            libc::sigemptyset(set.as_mut_ptr());
+            for &raw in signals {
+                if libc::sigaddset(set.as_mut_ptr(), raw) != 0 {
+                    return Err(Error::io(
+                        format!("adding signal {raw} to a signal set"),
+                        std::io::Error::last_os_error(),
+                    ));
+                }
+            }
+            Ok(SignalSet(set.assume_init()))
+        }
+    }
 }
 
 impl std::fmt::Debug for SignalWatcher {
@@ -224,30 +256,47 @@ impl std::fmt::Debug for SignalWatcher {
 }
 
 impl SignalWatcher {
-    /// Installs the handlers. From now on none of these signals terminates the process.
+    /// Blocks the policy's signals in the calling thread (and the threads it
+    /// starts from now on). From now on none of these signals terminates the
+    /// process; [`wait`](SignalWatcher::wait) takes them.
     ///
     /// # Errors
-    /// When a handler cannot be installed.
+    /// When the mask cannot be changed.
     pub fn install(policy: SignalPolicy) -> Result<SignalWatcher> {
-        let signals = Signals::new(policy.caught())
-            .map_err(|e| Error::io("installing signal handlers", e))?;
-        Ok(SignalWatcher { signals, policy })
+        let set = SignalSet::of(&policy.caught())?;
+        // SAFETY: `set.0` is an initialised sigset_t; a null old mask is allowed.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(Error::io(
+                "blocking the launcher's signals",
+                std::io::Error::from_raw_os_error(r),
+            ));
+        }
+        Ok(SignalWatcher { set, policy })
     }
 
-    /// The policy the handlers were installed for.
+    /// The policy the signals were taken for.
     pub fn policy(&self) -> SignalPolicy {
         self.policy
     }
 
-    /// Blocks until the next caught signal that is not ignored.
+    /// Blocks until the next taken signal that is not ignored.
     pub fn wait(&mut self) -> Option<SignalAction> {
-        for raw in self.signals.forever() {
+        loop {
+            // SAFETY: `self.set.0` is an initialised sigset_t; a null siginfo
+            // pointer is allowed (only the number is needed).
+            let raw = unsafe { libc::sigwaitinfo(&self.set.0, std::ptr::null_mut()) };
+            if raw < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    _ => return None,
+                }
+            }
             match self.policy.classify(raw) {
                 SignalAction::Ignore => {}
                 action => return Some(action),
             }
         }
-        None
     }
 }
 
@@ -290,6 +339,35 @@ mod tests {
         assert_eq!(nohup.classify(libc::SIGHUP), SignalAction::Ignore);
         assert!(!nohup.caught().contains(&libc::SIGHUP));
         assert_eq!(nohup.ignored_in_child(), vec![Signal::HUP]);
+    }
+
+    #[test]
+    fn a_taken_signal_is_waited_for_and_its_disposition_left_alone() {
+        // Its own thread: the mask is per thread, and the test harness's
+        // other threads must keep theirs.
+        std::thread::spawn(|| {
+            let policy = SignalPolicy {
+                hup: HupAction::Stop,
+                hup_inherited_ignored: false,
+            };
+            let mut watcher = SignalWatcher::install(policy).unwrap();
+            // SAFETY: raise sends SIGUSR1 to this thread, where it is blocked
+            // (pending until taken); sigaction with a null new action only reads.
+            unsafe {
+                assert_eq!(libc::raise(libc::SIGPIPE), 0);
+                assert_eq!(libc::raise(libc::SIGUSR1), 0);
+                let mut old: libc::sigaction = std::mem::zeroed();
+                assert_eq!(
+                    libc::sigaction(libc::SIGUSR1, std::ptr::null(), &mut old),
+                    0
+                );
+                assert_eq!(old.sa_sigaction, libc::SIG_DFL);
+            }
+            // SIGPIPE (ignored by the policy) is taken and dropped.
+            assert_eq!(watcher.wait(), Some(SignalAction::Forward(Signal::USR1)));
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
