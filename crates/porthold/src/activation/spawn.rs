@@ -382,8 +382,8 @@ impl Prepared {
         let empty_mask = unsafe { empty_mask.assume_init() };
         let env_slot: *mut u8 = self.pid_slot.unwrap_or(std::ptr::null_mut());
 
-        // Block every signal across the fork: a handler of porthold's (which
-        // writes to porthold's self-pipe) must never run in the child before the
+        // Block every signal across the fork: a handler of the embedder's
+        // (porthold itself installs none) must never run in the child before the
         // child has reset the dispositions. The child unblocks after the reset.
         let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
         let mut previous = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
