@@ -5,8 +5,10 @@
 //! reset or timed out and the listening socket's inode never changes.
 //! (`restart_under_load_held_socket_vs_naive` shows, in the same harness,
 //! that a naive stop-and-rebind restart is refused.) The same holds for a
-//! server that exits by itself every 2 s under `--restart always`: porthold
-//! starts it again on the same socket, connections wait in the backlog.
+//! server that exits by itself every 2 s under `--restart always`, and for
+//! one that crashes (exit 3, between requests) every 2 s under `--restart
+//! on-failure`: porthold starts it again on the same socket each time,
+//! connections wait in the backlog.
 //! Counts only; latency is recorded by the ignored benchmark below, never
 //! asserted.
 
@@ -44,9 +46,10 @@ struct ReloadedInstance {
     stop: mpsc::Sender<SignalAction>,
     thread: std::thread::JoinHandle<porthold::Result<i32>>,
     reloads: u32,
-    /// Instead of reloading, make the server exit by itself (SIGTERM straight
-    /// to it: it finishes the connection in hand) and wait for the restart.
-    crash: bool,
+    /// Instead of reloading, make the server exit by itself with this signal
+    /// straight to it (SIGTERM: it finishes the connection in hand and exits
+    /// 0; SIGUSR1: it exits 3 between connections) and wait for the restart.
+    crash: Option<Signal>,
 }
 
 const NAME: &str = "loaded";
@@ -89,7 +92,11 @@ impl ReloadedInstance {
             stop,
             thread,
             reloads: 0,
-            crash: restart != instance::RestartPolicy::Never,
+            crash: match restart {
+                instance::RestartPolicy::Never => None,
+                instance::RestartPolicy::Always => Some(Signal::TERM),
+                instance::RestartPolicy::OnFailure => Some(Signal::USR1),
+            },
         }
     }
 
@@ -111,12 +118,12 @@ impl Restart for ReloadedInstance {
     }
 
     fn restart(&mut self) {
-        if self.crash {
+        if let Some(signal) = self.crash {
             let before = self.record();
             let pid = before.child_pid.expect("a server pid");
             rustix::process::kill_process(
                 rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                Signal::TERM,
+                signal,
             )
             .unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -204,6 +211,37 @@ fn a_server_exiting_every_two_seconds_under_restart_always_refuses_nothing() {
     assert_eq!(restarts, 6);
     assert!(report.connections >= 300 * 10, "{}", report.summary());
     assert_eq!(report.failures(), 0, "{}", report.summary());
+    assert_eq!(
+        before, after,
+        "the listening socket changed across restarts"
+    );
+}
+
+#[test]
+fn a_server_crashing_every_two_seconds_under_restart_on_failure_refuses_nothing() {
+    use discovery::{EventOutcome, GenerationCause};
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::OnFailure);
+    let port = instance.port;
+    let config = LoadConfig::new(addr(port), 400, Duration::from_secs(14));
+    let (report, before, after) = restarts_under_load(&mut instance, &config, 6);
+    let crashes = instance.reloads;
+    let record = instance.record();
+    instance.stop();
+    eprintln!("restart on-failure, {crashes} crashes: {}", report.summary());
+    assert_eq!(crashes, 6);
+    // Each crash (exit 3) was followed by exactly one committed restart, and
+    // nothing else started a generation.
+    let restarts: Vec<u64> = record
+        .events
+        .iter()
+        .filter(|e| e.cause == GenerationCause::Restart && e.outcome == EventOutcome::Committed)
+        .map(|e| e.generation)
+        .collect();
+    assert_eq!(restarts, (2..=7).collect::<Vec<u64>>(), "{:?}", record.events);
+    assert_eq!(record.events.len(), 6, "{:?}", record.events);
+    assert_eq!(record.generation, 7);
+    assert!(report.connections >= 300 * 10, "{}", report.summary());
+    report.assert_clean(300 * 10);
     assert_eq!(
         before, after,
         "the listening socket changed across restarts"
