@@ -9,6 +9,8 @@
 //! one that crashes (exit 3, between requests) every 2 s under `--restart
 //! on-failure`: porthold starts it again on the same socket each time,
 //! connections wait in the backlog.
+//! A crash while the server holds an accepted connection is counted apart:
+//! exactly that connection ends without its reply, the rest wait.
 //! Counts only; latency is recorded by the ignored benchmark below, never
 //! asserted.
 
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use load::{LoadConfig, Restart, restarts_under_load};
+use load::{Load, LoadConfig, Restart, restarts_under_load};
 use porthold::control::{ControlClient, Request, Response};
 use porthold::discovery;
 use porthold::net::listen::ListenSpec;
@@ -246,6 +248,74 @@ fn a_server_crashing_every_two_seconds_under_restart_on_failure_refuses_nothing(
         before, after,
         "the listening socket changed across restarts"
     );
+}
+
+/// How many sockets `pid` has open (listening, connected, and the example's
+/// own signal pipes).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// A generation killed while it holds an accepted connection ends that
+/// connection without its reply, whatever porthold does; under load, with
+/// `--restart on-failure`, nothing else fails: the connections behind it
+/// wait in the backlog for the restarted generation.
+#[test]
+fn a_crash_holding_one_connection_costs_exactly_that_one() {
+    use std::io::Read;
+    let instance = ReloadedInstance::start(instance::RestartPolicy::OnFailure);
+    let pid = instance.current_pid();
+    let idle = sockets_of(pid);
+    // A connection that sends nothing: the example, which serves one
+    // connection at a time, accepts it and waits for its request line.
+    let mut held = std::net::TcpStream::connect(addr(instance.port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sockets_of(pid) != idle + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never accepted the connection"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let load = Load::start(&LoadConfig::new(
+        addr(instance.port),
+        300,
+        Duration::from_secs(3),
+    ));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        Signal::KILL,
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let held_result = held.read_to_end(&mut reply);
+    let report = load.wait();
+    let record = instance.record();
+    instance.stop();
+    let held_failed = match held_result {
+        // The kernel closed it: EOF, no reply (a reset if data was unread).
+        Ok(_) => reply != b"ok\n",
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+    };
+    eprintln!(
+        "a crash holding 1 connection: that one failed: {held_failed} (reply {reply:?}); the load: {}",
+        report.summary()
+    );
+    assert!(held_failed, "the held connection got {reply:?}");
+    report.assert_clean(300 * 2);
+    assert_eq!(record.generation, 2, "{:?}", record.events);
 }
 
 #[test]
