@@ -77,22 +77,22 @@ fn start_with(env: &TestEnv, name: &str, extra: &[&str]) -> (std::process::Child
     let server = SERVER.replace("__DIR__", &env.dir.path().display().to_string());
     let mut args = extra.to_vec();
     args.extend_from_slice(&[
-            "--ephemeral",
-            "--name",
-            name,
-            "--ready",
-            "notify",
-            "--reload-confirm",
-            "100ms",
-            "--ready-timeout",
-            "3s",
-            "--drain-timeout",
-            "5s",
-            "--",
-            "python3",
-            "-c",
-            &server,
-        ]);
+        "--ephemeral",
+        "--name",
+        name,
+        "--ready",
+        "notify",
+        "--reload-confirm",
+        "100ms",
+        "--ready-timeout",
+        "3s",
+        "--drain-timeout",
+        "5s",
+        "--",
+        "python3",
+        "-c",
+        &server,
+    ]);
     let mut launcher = spawn_run(env, &args);
     let live = wait_ready(env, name, &mut launcher);
     (launcher, live.record.listeners[0].socket_addr().unwrap())
@@ -498,7 +498,10 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
         if now.generations.iter().all(|g| g.number != 1) {
             break now;
         }
-        assert!(Instant::now() < deadline, "generation 1 never forgotten: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "generation 1 never forgotten: {now:?}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(after.generation, 2, "{after:?}");

@@ -229,7 +229,10 @@ fn a_server_crashing_every_two_seconds_under_restart_on_failure_refuses_nothing(
     let crashes = instance.reloads;
     let record = instance.record();
     instance.stop();
-    eprintln!("restart on-failure, {crashes} crashes: {}", report.summary());
+    eprintln!(
+        "restart on-failure, {crashes} crashes: {}",
+        report.summary()
+    );
     assert_eq!(crashes, 6);
     // Each crash (exit 3) was followed by exactly one committed restart, and
     // nothing else started a generation.
@@ -239,7 +242,12 @@ fn a_server_crashing_every_two_seconds_under_restart_on_failure_refuses_nothing(
         .filter(|e| e.cause == GenerationCause::Restart && e.outcome == EventOutcome::Committed)
         .map(|e| e.generation)
         .collect();
-    assert_eq!(restarts, (2..=7).collect::<Vec<u64>>(), "{:?}", record.events);
+    assert_eq!(
+        restarts,
+        (2..=7).collect::<Vec<u64>>(),
+        "{:?}",
+        record.events
+    );
     assert_eq!(record.events.len(), 6, "{:?}", record.events);
     assert_eq!(record.generation, 7);
     assert!(report.connections >= 300 * 10, "{}", report.summary());
