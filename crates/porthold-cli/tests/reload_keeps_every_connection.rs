@@ -45,7 +45,7 @@ signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 n = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 n.sendto(b"READY=1", os.environ["NOTIFY_SOCKET"])
 if os.path.exists(os.path.join(d, "crash")):
-    sys.exit(1)
+    os._exit(1)
 answer = ("%d %s" % (os.getpid(), os.environ.get("LISTEN_PID", "-"))).encode()
 die = os.path.join(d, "die-%d" % os.getpid())
 while not stop:
@@ -72,27 +72,21 @@ fn start(env: &TestEnv, name: &str) -> (std::process::Child, SocketAddr) {
     start_with(env, name, &[])
 }
 
-/// [`start`] with more `run` options.
+/// [`start`] with more `run` options (in place of the defaults they name).
 fn start_with(env: &TestEnv, name: &str, extra: &[&str]) -> (std::process::Child, SocketAddr) {
     let server = SERVER.replace("__DIR__", &env.dir.path().display().to_string());
     let mut args = extra.to_vec();
-    args.extend_from_slice(&[
-        "--ephemeral",
-        "--name",
-        name,
-        "--ready",
-        "notify",
-        "--reload-confirm",
-        "100ms",
-        "--ready-timeout",
-        "3s",
-        "--drain-timeout",
-        "5s",
-        "--",
-        "python3",
-        "-c",
-        &server,
-    ]);
+    args.extend_from_slice(&["--ephemeral", "--name", name, "--ready", "notify"]);
+    for (option, value) in [
+        ("--reload-confirm", "100ms"),
+        ("--ready-timeout", "3s"),
+        ("--drain-timeout", "5s"),
+    ] {
+        if !extra.contains(&option) {
+            args.extend_from_slice(&[option, value]);
+        }
+    }
+    args.extend_from_slice(&["--", "python3", "-c", &server]);
     let mut launcher = spawn_run(env, &args);
     let live = wait_ready(env, name, &mut launcher);
     (launcher, live.record.listeners[0].socket_addr().unwrap())
@@ -137,6 +131,8 @@ impl Clients {
                         && count < 500_000
                     {
                         count += 1;
+                        // A few hundred connections/s in all, not flat out.
+                        std::thread::sleep(Duration::from_millis(2));
                         match ask(addr) {
                             Ok((pid, listen_pid)) if listen_pid == pid.to_string() => {
                                 served.fetch_add(1, Ordering::SeqCst);
@@ -277,7 +273,9 @@ fn a_generation_that_fails_is_rolled_back_and_the_old_one_serves_on() {
         return;
     }
     let env = TestEnv::new();
-    let (launcher, addr) = start(&env, "rollback");
+    // A confirm window long enough that the crashing generation (which exits
+    // right after READY=1) ends inside it even on a loaded machine.
+    let (launcher, addr) = start_with(&env, "rollback", &["--reload-confirm", "1s"]);
     let old = ask(addr).unwrap().0;
     // Under load: clients connect all through the four rollbacks.
     let clients = Clients::start(addr);
@@ -416,7 +414,11 @@ fn a_generation_crashing_after_the_commit_is_restarted_under_on_failure() {
     let deadline = Instant::now() + runner::HANG;
     let restarted = loop {
         let now = record(&env, "aftercommit");
-        if now.generation >= 3 && now.state == porthold::discovery::State::Ready {
+        // (The restart's event is written just after the record says ready.)
+        if now.generation >= 3
+            && now.state == porthold::discovery::State::Ready
+            && now.events.iter().any(|e| e.generation >= 3)
+        {
             break now;
         }
         assert!(Instant::now() < deadline, "never restarted: {now:?}");
@@ -489,6 +491,7 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
             (2, new, GenerationState::Ready)
         ]
     );
+    let served_before = clients.served();
     std::fs::write(env.dir.path().join(format!("die-{old}")), "").unwrap();
     wait_gone(old);
     // The loop forgets the retired generation once it has reaped it.
@@ -507,6 +510,11 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
     assert_eq!(after.generation, 2, "{after:?}");
     assert_eq!(after.child_pid, Some(new));
     assert_eq!(after.state, porthold::discovery::State::Ready);
+    // The clients kept going across the crash.
+    while clients.served() < served_before + 100 {
+        assert!(Instant::now() < deadline, "the clients stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // Another reload is served right after (none is refused as "being
     // restarted"), and nothing but the two reloads started a generation.
     std::fs::remove_file(env.dir.path().join("linger")).unwrap();
