@@ -7,7 +7,9 @@
 //! is polling its socket it prints `ok-server ready <pid>` on stdout (a
 //! readiness line the harness waits for). On `SIGTERM` it finishes the
 //! connection in hand and exits 0, leaving queued connections in the shared
-//! socket's backlog for the next generation.
+//! socket's backlog for the next generation. On `SIGUSR1` it crashes: exits 3
+//! at once, but only between connections (never holding one), as a crash
+//! test needs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -30,12 +32,15 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     listener.set_nonblocking(true)?;
     let (term_read, term_write) = UnixStream::pair()?;
     signal_hook::low_level::pipe::register(signal_hook::consts::SIGTERM, term_write)?;
+    let (crash_read, crash_write) = UnixStream::pair()?;
+    signal_hook::low_level::pipe::register(signal_hook::consts::SIGUSR1, crash_write)?;
     println!("ok-server ready {}", std::process::id());
     std::io::stdout().flush()?;
     loop {
         let mut fds = [
             PollFd::new(&term_read, PollFlags::IN),
             PollFd::new(&listener, PollFlags::IN),
+            PollFd::new(&crash_read, PollFlags::IN),
         ];
         match poll(&mut fds, None) {
             Ok(_) => {}
@@ -44,6 +49,10 @@ pub fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
         if !fds[0].revents().is_empty() {
             return Ok(());
+        }
+        if !fds[2].revents().is_empty() {
+            // A crash between requests: no connection is in hand.
+            std::process::exit(3);
         }
         match listener.accept() {
             Ok((stream, _)) => answer(stream),

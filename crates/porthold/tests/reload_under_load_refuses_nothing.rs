@@ -5,8 +5,12 @@
 //! reset or timed out and the listening socket's inode never changes.
 //! (`restart_under_load_held_socket_vs_naive` shows, in the same harness,
 //! that a naive stop-and-rebind restart is refused.) The same holds for a
-//! server that exits by itself every 2 s under `--restart always`: porthold
-//! starts it again on the same socket, connections wait in the backlog.
+//! server that exits by itself every 2 s under `--restart always`, and for
+//! one that crashes (exit 3, between requests) every 2 s under `--restart
+//! on-failure`: porthold starts it again on the same socket each time,
+//! connections wait in the backlog.
+//! A crash while the server holds an accepted connection is counted apart:
+//! exactly that connection ends without its reply, the rest wait.
 //! Counts only; latency is recorded by the ignored benchmark below, never
 //! asserted.
 
@@ -21,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use load::{LoadConfig, Restart, restarts_under_load};
+use load::{Load, LoadConfig, Restart, restarts_under_load};
 use porthold::control::{ControlClient, Request, Response};
 use porthold::discovery;
 use porthold::net::listen::ListenSpec;
@@ -44,9 +48,10 @@ struct ReloadedInstance {
     stop: mpsc::Sender<SignalAction>,
     thread: std::thread::JoinHandle<porthold::Result<i32>>,
     reloads: u32,
-    /// Instead of reloading, make the server exit by itself (SIGTERM straight
-    /// to it: it finishes the connection in hand) and wait for the restart.
-    crash: bool,
+    /// Instead of reloading, make the server exit by itself with this signal
+    /// straight to it (SIGTERM: it finishes the connection in hand and exits
+    /// 0; SIGUSR1: it exits 3 between connections) and wait for the restart.
+    crash: Option<Signal>,
 }
 
 const NAME: &str = "loaded";
@@ -89,7 +94,11 @@ impl ReloadedInstance {
             stop,
             thread,
             reloads: 0,
-            crash: restart != instance::RestartPolicy::Never,
+            crash: match restart {
+                instance::RestartPolicy::Never => None,
+                instance::RestartPolicy::Always => Some(Signal::TERM),
+                instance::RestartPolicy::OnFailure => Some(Signal::USR1),
+            },
         }
     }
 
@@ -111,12 +120,12 @@ impl Restart for ReloadedInstance {
     }
 
     fn restart(&mut self) {
-        if self.crash {
+        if let Some(signal) = self.crash {
             let before = self.record();
             let pid = before.child_pid.expect("a server pid");
             rustix::process::kill_process(
                 rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                Signal::TERM,
+                signal,
             )
             .unwrap();
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -208,6 +217,113 @@ fn a_server_exiting_every_two_seconds_under_restart_always_refuses_nothing() {
         before, after,
         "the listening socket changed across restarts"
     );
+}
+
+#[test]
+fn a_server_crashing_every_two_seconds_under_restart_on_failure_refuses_nothing() {
+    use discovery::{EventOutcome, GenerationCause};
+    let mut instance = ReloadedInstance::start(instance::RestartPolicy::OnFailure);
+    let port = instance.port;
+    let config = LoadConfig::new(addr(port), 400, Duration::from_secs(14));
+    let (report, before, after) = restarts_under_load(&mut instance, &config, 6);
+    let crashes = instance.reloads;
+    let record = instance.record();
+    instance.stop();
+    eprintln!(
+        "restart on-failure, {crashes} crashes: {}",
+        report.summary()
+    );
+    assert_eq!(crashes, 6);
+    // Each crash (exit 3) was followed by exactly one committed restart, and
+    // nothing else started a generation.
+    let restarts: Vec<u64> = record
+        .events
+        .iter()
+        .filter(|e| e.cause == GenerationCause::Restart && e.outcome == EventOutcome::Committed)
+        .map(|e| e.generation)
+        .collect();
+    assert_eq!(
+        restarts,
+        (2..=7).collect::<Vec<u64>>(),
+        "{:?}",
+        record.events
+    );
+    assert_eq!(record.events.len(), 6, "{:?}", record.events);
+    assert_eq!(record.generation, 7);
+    assert!(report.connections >= 300 * 10, "{}", report.summary());
+    report.assert_clean(300 * 10);
+    assert_eq!(
+        before, after,
+        "the listening socket changed across restarts"
+    );
+}
+
+/// How many sockets `pid` has open (listening, connected, and the example's
+/// own signal pipes).
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// A generation killed while it holds an accepted connection ends that
+/// connection without its reply, whatever porthold does; under load, with
+/// `--restart on-failure`, nothing else fails: the connections behind it
+/// wait in the backlog for the restarted generation.
+#[test]
+fn a_crash_holding_one_connection_costs_exactly_that_one() {
+    use std::io::Read;
+    let instance = ReloadedInstance::start(instance::RestartPolicy::OnFailure);
+    let pid = instance.current_pid();
+    let idle = sockets_of(pid);
+    // A connection that sends nothing: the example, which serves one
+    // connection at a time, accepts it and waits for its request line.
+    let mut held = std::net::TcpStream::connect(addr(instance.port)).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sockets_of(pid) != idle + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never accepted the connection"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let load = Load::start(&LoadConfig::new(
+        addr(instance.port),
+        300,
+        Duration::from_secs(3),
+    ));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        Signal::KILL,
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    let held_result = held.read_to_end(&mut reply);
+    let report = load.wait();
+    let record = instance.record();
+    instance.stop();
+    let held_failed = match held_result {
+        // The kernel closed it: EOF, no reply (a reset if data was unread).
+        Ok(_) => reply != b"ok\n",
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+    };
+    eprintln!(
+        "a crash holding 1 connection: that one failed: {held_failed} (reply {reply:?}); the load: {}",
+        report.summary()
+    );
+    assert!(held_failed, "the held connection got {reply:?}");
+    report.assert_clean(300 * 2);
+    assert_eq!(record.generation, 2, "{:?}", record.events);
 }
 
 #[test]
