@@ -413,9 +413,13 @@ impl Prepared {
         };
         // The child's own stack while it shares our memory (16-byte aligned;
         // it grows down from the end). The child only makes system calls.
-        let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
-        // SAFETY: one past the end of the allocation, the top of a descending stack.
-        let stack_top = unsafe { stack.as_mut_ptr().add(stack.len()) }.cast::<libc::c_void>();
+        // Left uninitialised: zeroing it would touch (page-fault) all of it,
+        // where the child touches a page or two at its top.
+        let mut stack: Vec<u128> = Vec::with_capacity(CHILD_STACK_BYTES / 16);
+        // SAFETY: one past the end of the allocation (its capacity), the top of
+        // a descending stack; only the child writes there, nothing reads it as
+        // a `u128`.
+        let stack_top = unsafe { stack.as_mut_ptr().add(stack.capacity()) }.cast::<libc::c_void>();
         // SAFETY: CLONE_VM|CLONE_VFORK (what posix_spawn does): the child runs
         // `child_entry` on its own stack in our address space, and this thread
         // is suspended until the child has called execve or _exit, so nothing
