@@ -42,6 +42,7 @@ use rustix::process::Signal;
 use super::{Event, Instance, StartFailure};
 use crate::control::frame::{Frame, FrameError};
 use crate::error::{Error, Result};
+use crate::handoff::session::SupervisorState;
 use crate::handoff::{
     Channel, ChannelSender, HANDOFF_FD_ENV, HANDOFF_ROLE_ENV, HandoffError, Heartbeater, Role,
     SupervisorDecision, SupervisorEvent, SupervisorSession, channel_pair,
@@ -325,6 +326,15 @@ impl Instance {
         inbox: &Receiver<Event>,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32, bool), String> {
+        // A generation that just started (or just took over) may not have
+        // opened its session yet: give it until the deadline.
+        let give_up = Instant::now() + deadline;
+        while lock(&old.machine).state() == SupervisorState::AwaitHello
+            && Instant::now() < give_up
+            && !token.is_cancelled()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // Events of earlier sessions are stale.
         while old.events.try_recv().is_ok() {}
         let attempt_deadline = {
