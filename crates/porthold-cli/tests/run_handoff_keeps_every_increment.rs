@@ -79,7 +79,12 @@ impl Instance {
             .arg(&state)
             .args(["--drain-timeout", "5s", "--"])
             .arg(&exe)
-            .args(["counter_server", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "counter_server",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(SERVER_ROLE, "1")
             .env(HANG_FILE, faults.join("hang-after-begin"))
             .env("PORTHOLD_COUNTER_WRITE_LOG", &log)
@@ -125,7 +130,11 @@ impl Instance {
     /// given-up successor was killed and reaped before `reload` answered).
     fn assert_one_generation(&self, what: &str) {
         let children = runner::children_of(self.launcher.id());
-        assert_eq!(children.len(), 1, "{what}: porthold's children {children:?}");
+        assert_eq!(
+            children.len(),
+            1,
+            "{what}: porthold's children {children:?}"
+        );
     }
 
     fn fault(&self, name: &str, content: Option<&str>) {
@@ -299,7 +308,10 @@ fn handoffs_under_load(handoffs: usize) -> (Duration, u64) {
     for round in 0..handoffs {
         let (code, text) = inst.reload(&env);
         assert_eq!(code, Some(0), "handoff {round}: {text}");
-        let pid: u32 = text.trim().parse().unwrap_or_else(|_| panic!("a pid: {text}"));
+        let pid: u32 = text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("a pid: {text}"));
         assert!(!pids.contains(&pid), "handoff {round} printed an old pid");
         pids.push(pid);
         load.wait_for_more(5);

@@ -13,9 +13,7 @@ use porthold::supervisor::generation::{Generation, GenerationSpec, Spawner};
 use porthold::supervisor::reaper;
 
 fn spec(script: &str) -> GenerationSpec {
-    extra_fd: None,
     GenerationSpec {
-        extra_fd: None,
         argv: vec!["sh".into(), "-c".into(), script.into()],
         ..GenerationSpec::default()
     }

@@ -49,7 +49,12 @@ pub struct RunArgs {
     /// With --handoff: the bound of each handoff step from PrepareHandoff to the
     /// successor's Ready; a successor that misses it is killed and the incumbent resumes,
     /// an incumbent that misses it before sealing is killed and the next generation starts cold.
-    #[arg(long, value_name = "DURATION", default_value = "5s", requires = "handoff")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        requires = "handoff"
+    )]
     pub handoff_deadline: String,
     /// With --handoff: the server's state directory, handed to every generation in
     /// PORTHOLD_STATE_DIR (porthold never takes its lock).

@@ -117,9 +117,7 @@ impl Link {
                     let mut m = lock(&machine);
                     let decision = m.on_frame(&frame, Instant::now());
                     let (send, event) = match decision {
-                        SupervisorDecision::Nothing | SupervisorDecision::Discarded => {
-                            (None, None)
-                        }
+                        SupervisorDecision::Nothing | SupervisorDecision::Discarded => (None, None),
                         SupervisorDecision::Proceed { send, event } => {
                             (send, event.map(LinkEvent::Event))
                         }
@@ -508,13 +506,19 @@ fn wait_protocol(
 ) -> std::result::Result<(), Failed> {
     let pid = child.pid();
     let Some(link) = instance.handoff.as_ref().and_then(|l| l.by_pid.get(&pid)) else {
-        return Err(Failed::Reason("the new generation has no handoff channel".into()));
+        return Err(Failed::Reason(
+            "the new generation has no handoff channel".into(),
+        ));
     };
     let (deadline, cold) = match wait {
         HandoffWait::Successor { deadline } => (deadline, false),
         HandoffWait::Cold { deadline } => (deadline, true),
     };
-    let who = if cold { "the new generation" } else { "the successor" };
+    let who = if cold {
+        "the new generation"
+    } else {
+        "the successor"
+    };
     loop {
         if cancel.is_cancelled() {
             return Err(Failed::Cancelled);
@@ -528,9 +532,7 @@ fn wait_protocol(
                 "{who} missed the handoff deadline (state {state:?})"
             )));
         }
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .min(TICK);
+        let wait = deadline.saturating_duration_since(Instant::now()).min(TICK);
         match link.next(wait) {
             Some(LinkEvent::Event(SupervisorEvent::SessionOpened { .. })) if cold => {
                 return Ok(());
@@ -546,7 +548,9 @@ fn wait_protocol(
             Some(LinkEvent::Event(SupervisorEvent::Ready)) if !cold => return Ok(()),
             Some(LinkEvent::Event(_)) | None => {}
             Some(LinkEvent::Violation(reason)) => {
-                return Err(Failed::Reason(format!("{who} broke the protocol: {reason}")));
+                return Err(Failed::Reason(format!(
+                    "{who} broke the protocol: {reason}"
+                )));
             }
             Some(LinkEvent::Closed(reason)) => {
                 if let Some(status) = child.try_wait() {

@@ -234,7 +234,11 @@ impl Instance {
     /// a process group of its own (its output is the launcher's); `Err` with
     /// the reason unless it exits 0. Cut off by `token`, its whole group is
     /// killed.
-    pub(super) fn run_check(&self, check: &str, token: &CancelToken) -> std::result::Result<(), String> {
+    pub(super) fn run_check(
+        &self,
+        check: &str,
+        token: &CancelToken,
+    ) -> std::result::Result<(), String> {
         let stdin = ready::dev_null().map_err(|e| e.to_string())?;
         let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()])
             .stdin(stdin)
