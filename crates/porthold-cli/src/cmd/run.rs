@@ -28,7 +28,8 @@ use crate::ctx::Ctx;
     porthold run -- python3 -m myapp            # the server accepts on fd 3 (LISTEN_FDS)\n  \
     porthold run --ready http:/health -- ./server\n  \
     porthold run --listen web=tcp://127.0.0.1:0 --listen admin=unix:///tmp/a.sock -- ./server\n  \
-    porthold run --no-fds -- sh -c 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1'")]
+    porthold run --no-fds -- sh -c 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1'\n  \
+    porthold run --handoff --state-dir ./data -- ./db-server   # reload hands the state over")]
 pub struct RunArgs {
     /// Listen backlog of the sockets porthold binds.
     #[arg(long, value_name = "N", default_value_t = porthold::net::listen::DEFAULT_BACKLOG)]
