@@ -12,6 +12,17 @@
 //! counter [--state-dir DIR] [--hang-after-begin-if FILE]
 //! ```
 //!
+//! For fault and ordering tests (test-only, off unless set):
+//! - `PORTHOLD_COUNTER_WRITE_LOG=FILE`: every durable state write also appends
+//!   `<generation> <value>` to FILE (O_APPEND, one write per line), so a test
+//!   can check the writers never interleave;
+//! - `PORTHOLD_COUNTER_EXIT_AT_FILE=FILE`: as a successor, exit 1 at the step
+//!   FILE names, when it exists: `before-hello`, `after-hello` (before
+//!   `Begin`), `after-begin` (before taking the lock), `after-lock` (before
+//!   `Ready`);
+//! - `PORTHOLD_COUNTER_HANG_ON_PREPARE_FILE=FILE`: as an incumbent, when FILE
+//!   exists at `PrepareHandoff`, stop accepting and never answer again.
+//!
 //! `--state-dir` defaults to `$PORTHOLD_STATE_DIR`. Without
 //! `PORTHOLD_HANDOFF_FD` it is a plain server. Under `porthold run --handoff`
 //! it is the incumbent or the successor (`PORTHOLD_HANDOFF_ROLE`); as a
@@ -44,6 +55,8 @@ struct State {
     generation: u64,
     /// Not accepting and not executing commands: a handoff is in progress.
     paused: bool,
+    /// Not accepting (a handoff began); open connections may still finish.
+    draining: bool,
     open_connections: u64,
 }
 
@@ -71,7 +84,31 @@ fn read_stored(dir: &Path) -> Result<Stored, String> {
     }
 }
 
+/// Appends `<generation> <value>` to the write log, if one is configured.
+fn log_write(stored: Stored) -> std::io::Result<()> {
+    let Some(path) = std::env::var_os("PORTHOLD_COUNTER_WRITE_LOG") else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    file.write_all(format!("{} {}\n", stored.generation, stored.value).as_bytes())
+}
+
+/// Test-only exit points of a successor (see the module docs).
+fn exit_if_asked(step: &str) {
+    if let Some(path) = std::env::var_os("PORTHOLD_COUNTER_EXIT_AT_FILE")
+        && let Ok(text) = std::fs::read_to_string(path)
+        && text.trim() == step
+    {
+        eprintln!("counter: exiting at {step} (test fault)");
+        std::process::exit(1);
+    }
+}
+
 fn write_stored(dir: &Path, stored: Stored) -> std::io::Result<()> {
+    log_write(stored)?;
     let tmp = dir.join(format!("{STATE_FILE}.tmp.{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(&serde_json::to_vec(&stored).map_err(std::io::Error::other)?)?;
@@ -126,6 +163,7 @@ fn handle(shared: Arc<Shared>, conn: TcpStream) {
         }
     }
     shared.lock().open_connections -= 1;
+    shared.changed.notify_all();
 }
 
 /// Accepts while not paused; while paused, leaves connections in the shared
@@ -137,7 +175,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         {
             let mut st = shared.lock();
-            while st.paused {
+            while st.paused || st.draining {
                 st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -153,7 +191,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             let _ = rustix::io::read(shared.wake_rx.as_fd(), &mut buf);
         }
         let mut st = shared.lock();
-        if st.paused {
+        if st.paused || st.draining {
             continue;
         }
         match listener.accept() {
@@ -173,11 +211,36 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 struct Hooks(Arc<Shared>);
 
 impl IncumbentHooks for Hooks {
-    fn drain(&mut self, _deadline: Duration) -> u64 {
+    fn drain(&mut self, deadline: Duration) -> u64 {
         let mut st = self.0.lock();
-        // Holding the lock means no command is half done.
-        st.paused = true;
+        // Stop accepting; let the open connections finish (for up to half
+        // the deadline), then block commands. Holding the lock means no
+        // command is half done.
+        st.draining = true;
         let _ = rustix::io::write(self.0.wake_tx.as_fd(), b"p");
+        let until = std::time::Instant::now() + deadline / 2;
+        while st.open_connections > 0 {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .0
+                .changed
+                .wait_timeout(st, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.paused = true;
+        if let Some(path) = std::env::var_os("PORTHOLD_COUNTER_HANG_ON_PREPARE_FILE")
+            && Path::new(&path).exists()
+        {
+            // Fault injection: paused, holding the lock, never answering.
+            drop(st);
+            loop {
+                std::thread::park();
+            }
+        }
         st.open_connections
     }
 
@@ -198,6 +261,7 @@ impl IncumbentHooks for Hooks {
             st.value = stored.value;
         }
         st.paused = false;
+        st.draining = false;
         self.0.changed.notify_all();
     }
 
@@ -266,8 +330,11 @@ pub fn run_with(
     let successor = match role {
         Some(Role::Successor) => {
             let stream = channel.take().ok_or("no handoff channel")?;
+            exit_if_asked("before-hello");
             let successor = Successor::new(stream, BUILD_ID).map_err(|e| e.to_string())?;
+            exit_if_asked("after-hello");
             let begun = successor.wait_begin().map_err(|e| e.to_string())?;
+            exit_if_asked("after-begin");
             if let Some(flag) = &args.hang_after_begin_if
                 && flag.exists()
             {
@@ -281,6 +348,9 @@ pub fn run_with(
         _ => None,
     };
     let lock = DataDirLock::acquire(&args.state_dir).map_err(|e| e.to_string())?;
+    if role == Some(Role::Successor) {
+        exit_if_asked("after-lock");
+    }
     let (value, generation) = open_state(&args.state_dir)?;
     let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -292,6 +362,7 @@ pub fn run_with(
             value,
             generation,
             paused: false,
+            draining: false,
             open_connections: 0,
         }),
         changed: Condvar::new(),

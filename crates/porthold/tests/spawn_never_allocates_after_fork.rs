@@ -86,6 +86,11 @@ fn a_thousand_spawns_from_eight_threads_never_allocate_after_fork_or_leak_an_fd(
                             request =
                                 request.listener(l.as_fd(), if k == 0 { "web" } else { "more" });
                         }
+                        // Every other spawn also passes a handoff channel end.
+                        let pair = std::os::unix::net::UnixStream::pair().unwrap();
+                        if i % 2 == 0 {
+                            request = request.extra_fd(pair.0.as_fd(), "PORTHOLD_HANDOFF_FD");
+                        }
                         let child = request.spawn().expect("spawn");
                         let status = child.wait().expect("wait");
                         assert!(status.success(), "thread {t} child {i}: {status:?}");

@@ -75,6 +75,42 @@ fn role_entry() {
             std::process::exit(1);
         }
     }
+    // Two sockets and the extra fd (the handoff channel), the three sources
+    // again at 3, 4, 5 in every order: the sockets land at 3 and 4, the extra
+    // fd right after them at 5, named in its variable, and not in LISTEN_FDS.
+    for order in permutations() {
+        let expected: Vec<String> = order.iter().map(|&fd| inode(fd)).collect();
+        let mut request = SpawnRequest::new(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "for f in 3 4 5; do readlink /proc/$$/fd/$f; done; echo \"$LISTEN_FDS $LISTEN_FDNAMES $PORTHOLD_HANDOFF_FD\"; \
+             [ -e /proc/$$/fd/6 ] && echo extra-fd-6; exit 0"
+                .into(),
+        ])
+        .env("PORTHOLD_HANDOFF_FD", "99");
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        for (k, &fd) in order[..2].iter().enumerate() {
+            // SAFETY: fds 3..5 stay open for the whole role (they are dup2 copies).
+            request = request.listener(unsafe { BorrowedFd::borrow_raw(fd) }, names[k]);
+        }
+        // SAFETY: as above.
+        request = request.extra_fd(
+            unsafe { BorrowedFd::borrow_raw(order[2]) },
+            "PORTHOLD_HANDOFF_FD",
+        );
+        let child = request.stdout(write).spawn().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).unwrap();
+        assert!(child.wait().unwrap().success());
+        let want = format!(
+            "{}\n{}\n{}\n2 a:b 5\n",
+            expected[0], expected[1], expected[2]
+        );
+        if out != want {
+            println!("order {order:?} with the extra fd: child saw {out:?}, want {want:?}");
+            std::process::exit(1);
+        }
+    }
     std::process::exit(0);
 }
 

@@ -28,7 +28,8 @@ use crate::ctx::Ctx;
     porthold run -- python3 -m myapp            # the server accepts on fd 3 (LISTEN_FDS)\n  \
     porthold run --ready http:/health -- ./server\n  \
     porthold run --listen web=tcp://127.0.0.1:0 --listen admin=unix:///tmp/a.sock -- ./server\n  \
-    porthold run --no-fds -- sh -c 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1'")]
+    porthold run --no-fds -- sh -c 'exec python3 -m http.server \"$PORT\" --bind 127.0.0.1'\n  \
+    porthold run --handoff --state-dir ./data -- ./db-server   # reload hands the state over")]
 pub struct RunArgs {
     /// Listen backlog of the sockets porthold binds.
     #[arg(long, value_name = "N", default_value_t = porthold::net::listen::DEFAULT_BACKLOG)]
@@ -39,6 +40,27 @@ pub struct RunArgs {
     /// Bind a kernel-chosen port instead of the key's reserved port.
     #[arg(long, conflicts_with = "port")]
     pub ephemeral: bool,
+    /// Reload by a stateful handoff instead of running two generations at once: each
+    /// generation gets a private channel at the fd after its sockets (PORTHOLD_HANDOFF_FD,
+    /// PORTHOLD_HANDOFF_ROLE), and `porthold reload` asks the serving one to drain and seal
+    /// its state before the next one starts and takes it over (docs/handoff.md). Needs
+    /// --state-dir.
+    #[arg(long, requires = "state_dir")]
+    pub handoff: bool,
+    /// With --handoff: the bound of each handoff step from PrepareHandoff to the
+    /// successor's Ready; a successor that misses it is killed and the incumbent resumes,
+    /// an incumbent that misses it before sealing is killed and the next generation starts cold.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        requires = "handoff"
+    )]
+    pub handoff_deadline: String,
+    /// With --handoff: the server's state directory, handed to every generation in
+    /// PORTHOLD_STATE_DIR (porthold never takes its lock).
+    #[arg(long, value_name = "DIR", requires = "handoff")]
+    pub state_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub key: KeyArgs,
     /// A socket to bind, `NAME=SPEC` (repeatable; fds follow this order): tcp://127.0.0.1:0,
@@ -119,6 +141,16 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|text| ListenSpec::parse(text).with_context(|| format!("in --listen {text}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let handoff = match (args.handoff, &args.state_dir) {
+        // (clap makes --handoff require --state-dir.)
+        (false, _) | (true, None) => None,
+        (true, Some(dir)) => Some(instance::HandoffOptions {
+            deadline: porthold::duration::parse(&args.handoff_deadline)
+                .context("in --handoff-deadline")?,
+            state_dir: std::path::absolute(dir)
+                .with_context(|| format!("in --state-dir {}", dir.display()))?,
+        }),
+    };
     let ready = args
         .ready
         .as_deref()
@@ -175,6 +207,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .context("in --reload-confirm")?,
         restart: instance::RestartPolicy::parse(&args.restart)?,
         no_listen_pid: args.no_listen_pid,
+        handoff,
     };
     // porthold owns its server's whole tree: orphans of the tree are
     // re-parented here and reaped, and the instance's end ends them too.

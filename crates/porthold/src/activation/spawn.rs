@@ -6,6 +6,10 @@
 //!   sockets at `3..3+n`, **without** `FD_CLOEXEC`; no other fd, not even one
 //!   porthold itself inherited without `FD_CLOEXEC` (everything from `3+n` up is
 //!   closed with `close_range` before `execve`);
+//! - optionally one more fd right after the sockets, at `3+n`, also without
+//!   `FD_CLOEXEC`, named in a variable of the caller's choice
+//!   ([`SpawnRequest::extra_fd`]: the handoff channel, `PORTHOLD_HANDOFF_FD`);
+//!   it is requested, so it is no leak, and it is not counted in `LISTEN_FDS`;
 //! - `LISTEN_FDS=n`, `LISTEN_PID=<its own pid>`, `LISTEN_FDNAMES=a:b:…` (always
 //!   set when n > 0), the caller's extra variables, and porthold's environment
 //!   minus stale `LISTEN_*`/`NOTIFY_SOCKET` values;
@@ -63,6 +67,8 @@ pub struct SpawnRequest<'a> {
     parent_death_signal: Option<Signal>,
     ignored_signals: Vec<Signal>,
     no_listen_pid: bool,
+    /// One more fd, placed at `3+n`, and the variable that names its number.
+    extra_fd: Option<(BorrowedFd<'a>, OsString)>,
 }
 
 /// A started child.
@@ -88,7 +94,17 @@ impl<'a> SpawnRequest<'a> {
             parent_death_signal: None,
             ignored_signals: Vec::new(),
             no_listen_pid: false,
+            extra_fd: None,
         }
+    }
+
+    /// Passes `fd` as the fd right after the listening sockets (`3+n`), without
+    /// `FD_CLOEXEC`, and sets `env_key` to that number (e.g.
+    /// `PORTHOLD_HANDOFF_FD=4` with one socket). It is not counted in
+    /// `LISTEN_FDS`. A second call replaces the first.
+    pub fn extra_fd(mut self, fd: BorrowedFd<'a>, env_key: impl AsRef<OsStr>) -> Self {
+        self.extra_fd = Some((fd, env_key.as_ref().to_owned()));
+        self
     }
 
     /// Leaves `LISTEN_PID` out (`LISTEN_FDS` and `LISTEN_FDNAMES` stay): for a
@@ -171,7 +187,8 @@ struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     /// Where the child writes LISTEN_PID's digits (inside `_env`).
     pid_slot: Option<*mut u8>,
-    /// Close-on-exec copies of the sockets, all numbered at or above `3 + n`.
+    /// Close-on-exec copies of the sockets (and the extra fd, last), all
+    /// numbered at or above `3 + n` (`3 + n + 1` with the extra fd).
     sources: Vec<OwnedFd>,
     /// Close-on-exec copies of the stdio replacements (same rule), by target 0/1/2.
     stdio: [Option<OwnedFd>; 3],
@@ -252,14 +269,25 @@ impl Prepared {
         }
 
         // The environment: ours, minus what we set, plus the caller's.
+        let extra_key = request.extra_fd.as_ref().map(|(_, k)| k.as_os_str());
         let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
             .filter(|(k, _)| {
                 !OWN_VARS.iter().any(|v| k == v)
                     && k != "NOTIFY_SOCKET"
+                    && Some(k.as_os_str()) != extra_key
                     && !request.env.iter().any(|(ek, _)| ek == k)
             })
             .collect();
-        env.extend(request.env.iter().cloned());
+        env.extend(
+            request
+                .env
+                .iter()
+                .filter(|(k, _)| Some(k.as_os_str()) != extra_key)
+                .cloned(),
+        );
+        if let Some(key) = extra_key {
+            env.push((key.to_owned(), (3 + n).to_string().into()));
+        }
         let path_var = env
             .iter()
             .find(|(k, _)| k == "PATH")
@@ -319,13 +347,16 @@ impl Prepared {
         let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
         argv_ptrs.push(std::ptr::null());
 
-        // Copies above the target range: the shuffle in the child can never
-        // overwrite a source it still needs.
-        let floor = RawFd::try_from(3 + n).unwrap_or(RawFd::MAX);
+        // Copies above the target range (the extra fd included): the shuffle
+        // in the child can never overwrite a source it still needs.
+        let total = n + usize::from(request.extra_fd.is_some());
+        let floor = RawFd::try_from(3 + total).unwrap_or(RawFd::MAX);
         let sources = request
             .listeners
             .iter()
-            .map(|(fd, _)| dup_above(fd.as_raw_fd(), floor))
+            .map(|(fd, _)| fd.as_raw_fd())
+            .chain(request.extra_fd.as_ref().map(|(fd, _)| fd.as_raw_fd()))
+            .map(|fd| dup_above(fd, floor))
             .collect::<Result<Vec<_>>>()?;
         let stdio = [
             request.stdin.as_ref(),

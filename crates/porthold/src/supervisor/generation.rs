@@ -224,6 +224,9 @@ pub struct GenerationSpec {
     pub stdio: GenerationStdio,
     /// Leave `LISTEN_PID` out (see [`SpawnRequest::no_listen_pid`]).
     pub no_listen_pid: bool,
+    /// One more fd right after the sockets and the variable naming it (see
+    /// [`SpawnRequest::extra_fd`]): a handoff channel.
+    pub extra_fd: Option<(OwnedFd, OsString)>,
 }
 
 /// How a generation's standard streams are connected.
@@ -294,6 +297,7 @@ impl Generation {
         };
         let (sockets, env, ignored) = (spec.sockets, spec.env, spec.ignored_signals);
         let no_listen_pid = spec.no_listen_pid;
+        let extra_fd = spec.extra_fd;
         let death_signal = spec.parent_death_signal.unwrap_or(Signal::KILL);
         let spawned = spawner.run(move || -> Result<(u32, OwnedFd)> {
             let mut request = SpawnRequest::new(argv)
@@ -311,6 +315,9 @@ impl Generation {
             }
             for (fd, name) in &sockets {
                 request = request.listener(fd.as_fd(), name);
+            }
+            if let Some((fd, key)) = &extra_fd {
+                request = request.extra_fd(fd.as_fd(), key);
             }
             for (k, v) in &env {
                 request = request.env(k, v);
@@ -585,6 +592,7 @@ mod tests {
     fn a_status_another_waiter_took_is_reported_as_lost_not_waited_for_forever() {
         let spawner = Spawner::new().unwrap();
         let spec = GenerationSpec {
+            extra_fd: None,
             argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
             ..GenerationSpec::default()
         };

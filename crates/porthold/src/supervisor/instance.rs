@@ -66,7 +66,9 @@ use crate::supervisor::tree;
 use crate::sync::lock;
 use crate::test_hooks;
 
+mod handoff;
 mod reload;
+pub use handoff::{DEFAULT_HANDOFF_DEADLINE, GENERATION_ENV, HandoffOptions, STATE_DIR_ENV};
 use reload::ReloadWait;
 
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
@@ -124,6 +126,8 @@ pub struct RunOptions {
     /// Leave `LISTEN_PID` out of the server's environment (for a watcher that
     /// execs the real server as a grandchild).
     pub no_listen_pid: bool,
+    /// Reload by a stateful handoff instead of the overlap model (`--handoff`).
+    pub handoff: Option<HandoffOptions>,
 }
 
 /// When a server that exited by itself is started again, on the same sockets
@@ -223,6 +227,7 @@ impl RunOptions {
             reload_confirm: DEFAULT_RELOAD_CONFIRM,
             restart: RestartPolicy::Never,
             no_listen_pid: false,
+            handoff: None,
         }
     }
 }
@@ -350,6 +355,8 @@ pub struct Instance {
     /// The control socket, and the handle that ends its serving thread.
     control: Option<Arc<ControlServer>>,
     control_stop: Option<ShutdownHandle>,
+    /// The generations' handoff channels (`--handoff` only).
+    handoff: Option<handoff::Links>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -396,7 +403,9 @@ impl Instance {
         } else {
             None
         };
+        let handoff = options.handoff.as_ref().map(|_| handoff::Links::default());
         Ok(Instance {
+            handoff,
             options,
             spawner,
             publisher: Some(publisher),
@@ -771,7 +780,9 @@ impl StartSteps for GenerationStart<'_> {
                 sockets.push((fd, socket.name.clone()));
             }
         }
-        let spec = GenerationSpec {
+        let number = instance.generations.last().map_or(1, |g| g.number + 1);
+        let mut spec = GenerationSpec {
+            extra_fd: None,
             argv,
             sockets,
             env: instance.env.clone(),
@@ -794,7 +805,9 @@ impl StartSteps for GenerationStart<'_> {
             instance.sockets.clear();
             test_hooks::pause("run.no-fds-window");
         }
+        let channel = instance.handoff_spawn(&mut spec, number)?;
         let generation = Generation::spawn(&instance.spawner, spec)?;
+        instance.handoff_attach(channel, generation.pid())?;
         self.tail = Some(generation.stderr().clone());
         if instance.generations.is_empty() {
             // Forwarded signals reach the first server from its spawn on (a
@@ -809,7 +822,6 @@ impl StartSteps for GenerationStart<'_> {
         // failed republish leaves only that fallback, so it does not fail the start.
         // (With `listen` readiness the ready record, pgid included, follows at
         // once: no record in between.)
-        let number = instance.generations.last().map_or(1, |g| g.number + 1);
         instance.note_generation(number, generation.pid(), GenerationState::Starting);
         if let Some(record) = instance.record.as_mut()
             && instance.generations.is_empty()

@@ -335,6 +335,7 @@ impl TestServerBuilder {
         let generation = spawn_server(
             &spawner,
             GenerationSpec {
+                extra_fd: None,
                 argv,
                 sockets: fds,
                 env,
@@ -639,6 +640,7 @@ impl TestServerBuilder {
         let generation = spawn_server(
             &spawner,
             GenerationSpec {
+                extra_fd: None,
                 argv,
                 env,
                 current_dir: self.current_dir,

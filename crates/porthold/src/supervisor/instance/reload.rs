@@ -43,6 +43,8 @@ pub(super) struct ReloadWait<'a> {
     /// readiness that cannot tell generations apart must wait instead;
     /// `false` for a restart after the server exited.
     pub(super) overlap: bool,
+    /// Set for a generation a handoff starts: readiness is the protocol.
+    pub(super) handoff: Option<super::handoff::HandoffWait>,
 }
 
 /// The outcome of a committed reload.
@@ -108,7 +110,18 @@ impl Instance {
         self.set_state(RecordState::Reloading);
         let began = Instant::now();
         let mut ready_at = None;
-        let result = self.reload_steps(check, &token, cancel, inbox, deferred, &mut ready_at);
+        let handoff = self.options.handoff.is_some();
+        let mut cold = false;
+        let result = if handoff {
+            self.handoff_steps(check, &token, cancel, inbox, deferred)
+                .map(|(number, pid, was_cold)| {
+                    ready_at = Some(Instant::now());
+                    cold = was_cold;
+                    (number, pid)
+                })
+        } else {
+            self.reload_steps(check, &token, cancel, inbox, deferred, &mut ready_at)
+        };
         done.cancel();
         let ready_ms = ready_at.map(|at: Instant| {
             u64::try_from(at.duration_since(began).as_millis()).unwrap_or(u64::MAX)
@@ -122,8 +135,18 @@ impl Instance {
                     .iter()
                     .find(|g| g.number == old)
                     .map(|g| g.generation.pid());
-                if let Some(old_pid) = old_pid {
+                // A handoff's incumbent exits by itself at Commit (or was
+                // killed for a cold start); the drain timeout still bounds it.
+                if let Some(old_pid) = old_pid
+                    && !handoff
+                {
                     tree::signal_group(old_pid, self.options.stop_signal);
+                }
+                if cold && !self.options.quiet {
+                    eprintln!(
+                        "porthold: {}: generation {number} started cold after the incumbent was killed",
+                        self.options.name
+                    );
                 }
                 Ok(Reloaded {
                     number,
@@ -169,6 +192,7 @@ impl Instance {
             inbox,
             deferred,
             overlap: true,
+            handoff: None,
         };
         let launched = self.launch(token, &mut |_| {}, Some(wait));
         let (number, generation) = match launched {
@@ -210,7 +234,11 @@ impl Instance {
     /// a process group of its own (its output is the launcher's); `Err` with
     /// the reason unless it exits 0. Cut off by `token`, its whole group is
     /// killed.
-    fn run_check(&self, check: &str, token: &CancelToken) -> std::result::Result<(), String> {
+    pub(super) fn run_check(
+        &self,
+        check: &str,
+        token: &CancelToken,
+    ) -> std::result::Result<(), String> {
         let stdin = ready::dev_null().map_err(|e| e.to_string())?;
         let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()])
             .stdin(stdin)
@@ -255,6 +283,7 @@ impl Instance {
             inbox,
             deferred,
             overlap: false,
+            handoff: None,
         };
         let (number, generation) = self.launch(cancel, &mut |_| {}, Some(wait))?;
         let pid = generation.pid();
@@ -289,6 +318,9 @@ pub(super) fn wait_ready(
     child: &Generation,
     cancel: &CancelToken,
 ) -> ReadyOutcome {
+    if let Some(wait) = reload.handoff {
+        return super::handoff::wait_ready(instance, wait, child, cancel);
+    }
     let mut child_exited = || child.try_wait();
     let options = &instance.options;
     let mode = match &options.ready {
