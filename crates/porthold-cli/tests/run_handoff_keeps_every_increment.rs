@@ -181,7 +181,9 @@ struct Counts {
     max_ms: AtomicU64,
 }
 
-/// About 200 connections a second, each one `incr`, until stopped.
+/// About 200 connections a second, each one `incr`, until stopped: six
+/// clients, each pausing 20 ms after an answer (an `incr` is fsynced, so it
+/// takes a few ms more).
 struct Load {
     stop: Arc<AtomicBool>,
     counts: Arc<Counts>,
@@ -192,7 +194,7 @@ impl Load {
     fn start(addr: SocketAddr) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(Counts::default());
-        let threads = (0..4)
+        let threads = (0..6)
             .map(|_| {
                 let (stop, counts) = (stop.clone(), counts.clone());
                 std::thread::spawn(move || {
