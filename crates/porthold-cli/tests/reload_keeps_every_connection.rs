@@ -280,39 +280,29 @@ fn a_generation_that_fails_is_rolled_back_and_the_old_one_serves_on() {
     // Under load: clients connect all through the four rollbacks.
     let clients = Clients::start(addr);
 
+    // With the file `fault` present the next generation fails that way; each
+    // reload rolls back (exit 7, saying `why`) and the old generation serves on.
+    let rolls_back = |fault: Option<&str>, args: &[&str], why: &str| {
+        if let Some(fault) = fault {
+            std::fs::write(env.dir.path().join(fault), "").unwrap();
+        }
+        let out = reload(&env, "rollback", args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "{err}");
+        assert!(err.contains(why), "{err}");
+        if let Some(fault) = fault {
+            std::fs::remove_file(env.dir.path().join(fault)).unwrap();
+        }
+        assert_eq!(ask(addr).unwrap().0, old);
+    };
     // Exits before ready.
-    std::fs::write(env.dir.path().join("fail"), "").unwrap();
-    let out = reload(&env, "rollback", &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(err.contains("rolled back"), "{err}");
-    std::fs::remove_file(env.dir.path().join("fail")).unwrap();
-    assert_eq!(ask(addr).unwrap().0, old);
-
+    rolls_back(Some("fail"), &[], "rolled back");
     // Never gets ready: the readiness timeout rolls back.
-    std::fs::write(env.dir.path().join("hang"), "").unwrap();
-    let out = reload(&env, "rollback", &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(err.contains("rolled back"), "{err}");
-    std::fs::remove_file(env.dir.path().join("hang")).unwrap();
-    assert_eq!(ask(addr).unwrap().0, old);
-
+    rolls_back(Some("hang"), &[], "rolled back");
     // Crashes inside the confirm window.
-    std::fs::write(env.dir.path().join("crash"), "").unwrap();
-    let out = reload(&env, "rollback", &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(err.contains("confirm window"), "{err}");
-    std::fs::remove_file(env.dir.path().join("crash")).unwrap();
-    assert_eq!(ask(addr).unwrap().0, old);
-
+    rolls_back(Some("crash"), &[], "confirm window");
     // A failing check starts nothing.
-    let out = reload(&env, "rollback", &["--check", "exit 4"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(7), "{err}");
-    assert!(err.contains("check"), "{err}");
-    assert_eq!(ask(addr).unwrap().0, old);
+    rolls_back(None, &["--check", "exit 4"], "check");
     let record = porthold::discovery::probe(&runner::runtime_dir(&env), "rollback")
         .unwrap()
         .record

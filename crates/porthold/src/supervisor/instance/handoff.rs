@@ -269,27 +269,13 @@ impl Instance {
         inbox: &Receiver<Event>,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32, bool), String> {
-        let why_cancelled = || {
-            if cancel.is_cancelled() {
-                "the instance is stopping".to_string()
-            } else {
-                "the reload's timeout passed".to_string()
-            }
-        };
+        let why_cancelled = || super::reload::why_cancelled(cancel);
         let deadline = self
             .options
             .handoff
             .as_ref()
             .map_or(DEFAULT_HANDOFF_DEADLINE, |h| h.deadline);
-        if let Some(check) = check {
-            self.run_check(check, token).map_err(|e| {
-                if token.is_cancelled() {
-                    why_cancelled()
-                } else {
-                    e
-                }
-            })?;
-        }
+        self.preflight(check, token, cancel)?;
         let Some(current) = self.current() else {
             return Err("the instance has no running generation".into());
         };

@@ -172,22 +172,8 @@ impl Instance {
         deferred: &mut Vec<Event>,
         ready_at: &mut Option<Instant>,
     ) -> std::result::Result<(u64, u32), String> {
-        let why_cancelled = || {
-            if cancel.is_cancelled() {
-                "the instance is stopping".to_string()
-            } else {
-                "the reload's timeout passed".to_string()
-            }
-        };
-        if let Some(check) = check {
-            self.run_check(check, token).map_err(|e| {
-                if token.is_cancelled() {
-                    why_cancelled()
-                } else {
-                    e
-                }
-            })?;
-        }
+        let why_cancelled = || why_cancelled(cancel);
+        self.preflight(check, token, cancel)?;
         let wait = ReloadWait {
             inbox,
             deferred,
@@ -374,4 +360,35 @@ pub(super) fn wait_ready(
         other => other.clone(),
     };
     super::wait_probe(instance, &mode, cancel, &mut child_exited)
+}
+
+/// Why a reload's token was cancelled: a stop request (`cancel`) or its timeout.
+pub(super) fn why_cancelled(cancel: &CancelToken) -> String {
+    if cancel.is_cancelled() {
+        "the instance is stopping".to_string()
+    } else {
+        "the reload's timeout passed".to_string()
+    }
+}
+
+impl Instance {
+    /// A reload's first step: the optional pre-flight check (see
+    /// [`Instance::run_check`]); a check cut off by `token` says why.
+    pub(super) fn preflight(
+        &mut self,
+        check: Option<&str>,
+        token: &CancelToken,
+        cancel: &CancelToken,
+    ) -> std::result::Result<(), String> {
+        let Some(check) = check else {
+            return Ok(());
+        };
+        self.run_check(check, token).map_err(|e| {
+            if token.is_cancelled() {
+                why_cancelled(cancel)
+            } else {
+                e
+            }
+        })
+    }
 }
