@@ -261,41 +261,71 @@ impl Load {
     }
 }
 
-/// The write log's `(generation, value)` lines; asserts the writers never
-/// interleave (generations never go back) and every write adds 0 (a seal) or 1.
-fn check_writes(log: &Path) -> Vec<(u64, u64)> {
+/// The write log's `(generation, value)` writes, checked against its record
+/// of who held the state lock (`lock G`, `seal G`, `resume G`; see the
+/// counter example): no generation writes without holding the lock (none
+/// after its seal, none before its `lock`), the writers never interleave
+/// (generations never go back), and every write adds 0 (a seal) or 1. A
+/// generation taking the lock from a holder that never sealed (killed, so
+/// the kernel released it) is a takeover: exactly `takeovers` are expected.
+fn check_writes(log: &Path, takeovers: usize) -> Vec<(u64, u64)> {
     let mut text = String::new();
     if let Ok(mut f) = std::fs::File::open(log) {
         f.read_to_string(&mut text).unwrap();
     }
-    let writes: Vec<(u64, u64)> = text
-        .lines()
-        .map(|l| {
-            let (g, v) = l.split_once(' ').expect("`<generation> <value>`");
-            (g.parse().unwrap(), v.parse().unwrap())
-        })
-        .collect();
-    for pair in writes.windows(2) {
-        let ((g0, v0), (g1, v1)) = (pair[0], pair[1]);
-        assert!(
-            g1 >= g0,
-            "generation {g1} wrote after generation {g0} had taken over: {pair:?}"
-        );
-        assert!(
-            v1 == v0 || v1 == v0 + 1,
-            "a write skipped or repeated an increment: {pair:?}"
-        );
+    let mut holder: Option<u64> = None;
+    let mut taken_over = 0;
+    let mut writes: Vec<(u64, u64)> = Vec::new();
+    for line in text.lines() {
+        let (word, rest) = line.split_once(' ').expect("`<word> <number>`");
+        let number: u64 = rest.parse().unwrap();
+        match word {
+            "lock" => {
+                if holder.is_some_and(|h| h != number) {
+                    taken_over += 1;
+                }
+                holder = Some(number);
+            }
+            "seal" => {
+                assert_eq!(holder, Some(number), "`{line}` by a non-holder:\n{text}");
+                holder = None;
+            }
+            "resume" => {
+                assert_eq!(holder, None, "`{line}` while the lock was held:\n{text}");
+                holder = Some(number);
+            }
+            generation => {
+                let generation: u64 = generation.parse().unwrap();
+                assert_eq!(
+                    holder,
+                    Some(generation),
+                    "generation {generation} wrote {number} without holding the lock:\n{text}"
+                );
+                if let Some(&(g0, v0)) = writes.last() {
+                    assert!(
+                        generation >= g0,
+                        "generation {generation} wrote after generation {g0} had taken over"
+                    );
+                    assert!(
+                        number == v0 || number == v0 + 1,
+                        "a write skipped or repeated an increment: {v0} then {number}"
+                    );
+                }
+                writes.push((generation, number));
+            }
+        }
     }
+    assert_eq!(taken_over, takeovers, "takeovers of the lock:\n{text}");
     writes
 }
 
-fn check_final(inst: &Instance, acked: u64) -> Vec<(u64, u64)> {
+fn check_final(inst: &Instance, acked: u64, takeovers: usize) -> Vec<(u64, u64)> {
     let value = command(inst.addr, "get").unwrap();
     assert_eq!(
         value, acked,
         "the final value must equal the acknowledged increments"
     );
-    let writes = check_writes(&inst.log);
+    let writes = check_writes(&inst.log, takeovers);
     assert_eq!(writes.last().map(|w| w.1), Some(acked));
     writes
 }
@@ -324,7 +354,7 @@ fn handoffs_under_load(handoffs: usize) -> (Duration, u64) {
         "{handoffs} handoffs in {took:?}: {acked} incr acknowledged, {refused} refused, {reset} reset, {other} other errors, slowest incr {max_ms} ms"
     );
     assert_eq!((refused, reset, other), (0, 0, 0));
-    let writes = check_final(&inst, acked);
+    let writes = check_final(&inst, acked, 0);
     let generations: std::collections::BTreeSet<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(
         generations.len(),
@@ -372,7 +402,7 @@ fn hung_successor_rolls_back(deadline_ms: u64) -> u64 {
         "hung successor: reload exit 7 after {took:?}; {acked} acked, {refused} refused, {reset} reset, {other} other, slowest incr {max_ms} ms"
     );
     assert_eq!((refused, reset, other), (0, 0, 0));
-    check_final(&inst, acked);
+    check_final(&inst, acked, 0);
     inst.stop();
     max_ms
 }
@@ -413,7 +443,7 @@ fn a_successor_crashing_at_any_step_before_commit_is_rolled_back() {
     load.wait_for_more(5);
     let (acked, refused, reset, other, _) = load.finish();
     assert_eq!((refused, reset, other), (0, 0, 0));
-    let writes = check_final(&inst, acked);
+    let writes = check_final(&inst, acked, 0);
     let generations: std::collections::BTreeSet<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(
         generations.into_iter().collect::<Vec<_>>(),
@@ -436,7 +466,8 @@ fn an_incumbent_hanging_after_prepare_is_killed_and_the_next_starts_cold() {
     load.wait_for_more(10);
     let (acked, refused, _reset, _other, _) = load.finish();
     assert_eq!(refused, 0);
-    let writes = check_final(&inst, acked);
+    // The killed incumbent never sealed: its successor takes the lock over.
+    let writes = check_final(&inst, acked, 1);
     assert_eq!(writes.last().map(|w| w.0), Some(2));
     let err = inst.stop();
     assert!(err.contains("started cold"), "{err}");

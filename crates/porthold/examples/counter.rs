@@ -14,8 +14,12 @@
 //!
 //! For fault and ordering tests (test-only, off unless set):
 //! - `PORTHOLD_COUNTER_WRITE_LOG=FILE`: every durable state write also appends
-//!   `<generation> <value>` to FILE (O_APPEND, one write per line), so a test
-//!   can check the writers never interleave;
+//!   `<generation> <value>` to FILE (O_APPEND, one write per line), and so do
+//!   the changes of who holds the state lock: `lock <generation>` once a
+//!   generation has taken it, `seal <generation>` right before the incumbent
+//!   releases it (after its sealing write), `resume <generation>` once a
+//!   rolled-back incumbent has taken it again; so a test can check that no
+//!   generation ever writes without holding the lock;
 //! - `PORTHOLD_COUNTER_EXIT_AT_FILE=FILE`: as a successor, exit 1 at the step
 //!   FILE names, when it exists: `before-hello`, `after-hello` (before
 //!   `Begin`), `after-begin` (before taking the lock), `after-lock` (before
@@ -86,6 +90,12 @@ fn read_stored(dir: &Path) -> Result<Stored, String> {
 
 /// Appends `<generation> <value>` to the write log, if one is configured.
 fn log_write(stored: Stored) -> std::io::Result<()> {
+    log_line(&format!("{} {}", stored.generation, stored.value))
+}
+
+/// Appends one line to the write log, if one is configured (one `write`
+/// with O_APPEND: lines of several processes never mix).
+fn log_line(line: &str) -> std::io::Result<()> {
     let Some(path) = std::env::var_os("PORTHOLD_COUNTER_WRITE_LOG") else {
         return Ok(());
     };
@@ -93,7 +103,7 @@ fn log_write(stored: Stored) -> std::io::Result<()> {
         .append(true)
         .create(true)
         .open(path)?;
-    file.write_all(format!("{} {}\n", stored.generation, stored.value).as_bytes())
+    file.write_all(format!("{line}\n").as_bytes())
 }
 
 /// Test-only exit points of a successor (see the module docs).
@@ -251,14 +261,19 @@ impl IncumbentHooks for Hooks {
             generation: st.generation,
         };
         write_stored(&self.0.dir, stored).map_err(|e| e.to_string())?;
+        // The library releases the lock as soon as this returns.
+        log_line(&format!("seal {}", st.generation)).map_err(|e| e.to_string())?;
         progress(1, 1);
         Ok(())
     }
 
     fn resume(&mut self, relocked: bool) {
         let mut st = self.0.lock();
-        if relocked && let Ok(stored) = read_stored(&self.0.dir) {
-            st.value = stored.value;
+        if relocked {
+            let _ = log_line(&format!("resume {}", st.generation));
+            if let Ok(stored) = read_stored(&self.0.dir) {
+                st.value = stored.value;
+            }
         }
         st.paused = false;
         st.draining = false;
@@ -352,6 +367,7 @@ pub fn run_with(
         exit_if_asked("after-lock");
     }
     let (value, generation) = open_state(&args.state_dir)?;
+    log_line(&format!("lock {generation}")).map_err(|e| e.to_string())?;
     let (wake_rx, wake_tx) = rustix::pipe::pipe_with(
         rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
     )
