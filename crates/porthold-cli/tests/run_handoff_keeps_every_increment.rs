@@ -424,6 +424,44 @@ fn hang_to_accept_outage_benchmark() {
 }
 
 #[test]
+fn a_successor_sending_garbage_or_falling_silent_after_begin_is_rolled_back_before_the_deadline() {
+    let env = TestEnv::new();
+    // A deadline far longer than the test allows: only the garbage frame
+    // itself, or the missed heartbeats (4 x 250 ms), can end these reloads.
+    let inst = Instance::start(&env, "misbehave", "60s");
+    let load = Load::start(inst.addr);
+    load.wait_for_more(10);
+    for (step, why) in [
+        ("garbage-after-begin", "not a valid frame"),
+        ("stop-after-begin", "no heartbeat"),
+    ] {
+        inst.fault("exit-at", Some(step));
+        let began = Instant::now();
+        let (code, text) = inst.reload(&env);
+        let took = began.elapsed();
+        eprintln!("{step}: exit {code:?} after {took:?}: {}", text.trim());
+        assert_eq!(code, Some(7), "{step}: {text}");
+        assert!(text.contains("rolled back"), "{step}: {text}");
+        assert!(text.contains(why), "{step}: {text}");
+        assert!(
+            took < Duration::from_secs(30),
+            "{step}: the rollback waited for the deadline ({took:?})"
+        );
+        // The successor's whole tree is gone (a stopped one too: SIGKILL).
+        inst.assert_one_generation(step);
+        load.wait_for_more(5);
+    }
+    inst.fault("exit-at", None);
+    let (code, text) = inst.reload(&env);
+    assert_eq!(code, Some(0), "after the faults: {text}");
+    load.wait_for_more(5);
+    let (acked, refused, reset, other, _) = load.finish();
+    assert_eq!((refused, reset, other), (0, 0, 0));
+    check_final(&inst, acked, 0);
+    inst.stop();
+}
+
+#[test]
 fn a_successor_crashing_at_any_step_before_commit_is_rolled_back() {
     let env = TestEnv::new();
     let inst = Instance::start(&env, "crash", "5s");

@@ -23,7 +23,8 @@
 //! - `PORTHOLD_COUNTER_EXIT_AT_FILE=FILE`: as a successor, exit 1 at the step
 //!   FILE names, when it exists: `before-hello`, `after-hello` (before
 //!   `Begin`), `after-begin` (before taking the lock), `after-lock` (before
-//!   `Ready`);
+//!   `Ready`); or misbehave after `Begin`: `garbage-after-begin` (a frame
+//!   that is not JSON), `stop-after-begin` (SIGSTOP itself: no heartbeats);
 //! - `PORTHOLD_COUNTER_HANG_ON_PREPARE_FILE=FILE`: as an incumbent, when FILE
 //!   exists at `PrepareHandoff`, stop accepting and never answer again.
 //!
@@ -114,6 +115,38 @@ fn exit_if_asked(step: &str) {
     {
         eprintln!("counter: exiting at {step} (test fault)");
         std::process::exit(1);
+    }
+}
+
+/// Test-only faults of a successor after `Begin` (see the module docs):
+/// `garbage-after-begin` sends a frame whose body is not JSON, then waits;
+/// `stop-after-begin` stops the whole process (SIGSTOP: no more heartbeats).
+fn misbehave_if_asked(raw: &std::os::unix::net::UnixStream) {
+    let Some(path) = std::env::var_os("PORTHOLD_COUNTER_EXIT_AT_FILE") else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    match text.trim() {
+        "garbage-after-begin" => {
+            eprintln!("counter: sending garbage after begin (test fault)");
+            let body = b"not json";
+            let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+            frame.extend_from_slice(body);
+            let _ = (&*raw).write_all(&frame);
+            loop {
+                std::thread::park();
+            }
+        }
+        "stop-after-begin" => {
+            eprintln!("counter: stopping after begin (test fault)");
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::STOP,
+            );
+        }
+        _ => {}
     }
 }
 
@@ -345,11 +378,14 @@ pub fn run_with(
     let successor = match role {
         Some(Role::Successor) => {
             let stream = channel.take().ok_or("no handoff channel")?;
+            // For the test-only faults after `Begin` that bypass the library.
+            let raw = stream.try_clone().map_err(|e| e.to_string())?;
             exit_if_asked("before-hello");
             let successor = Successor::new(stream, BUILD_ID).map_err(|e| e.to_string())?;
             exit_if_asked("after-hello");
             let begun = successor.wait_begin().map_err(|e| e.to_string())?;
             exit_if_asked("after-begin");
+            misbehave_if_asked(&raw);
             if let Some(flag) = &args.hang_after_begin_if
                 && flag.exists()
             {
