@@ -204,15 +204,20 @@ static CHANNEL_TAKEN: AtomicBool = AtomicBool::new(false);
 /// # Errors
 /// [`Error::Invalid`] for a value other than `incumbent` or `successor`.
 pub fn role_from_env() -> Result<Option<Role>> {
-    match std::env::var(HANDOFF_ROLE_ENV).ok().as_deref() {
-        None | Some("") => Ok(None),
-        Some("incumbent") => Ok(Some(Role::Incumbent)),
-        Some("successor") => Ok(Some(Role::Successor)),
-        Some(other) => Err(Error::invalid(
-            format!("{HANDOFF_ROLE_ENV}={other} is neither `incumbent` nor `successor`"),
-            None,
-        )),
+    let value = std::env::var(HANDOFF_ROLE_ENV).unwrap_or_default();
+    if value.is_empty() {
+        return Ok(None);
     }
+    [Role::Incumbent, Role::Successor]
+        .into_iter()
+        .find(|r| r.as_str() == value)
+        .map(Some)
+        .ok_or_else(|| {
+            Error::invalid(
+                format!("{HANDOFF_ROLE_ENV}={value} is neither `incumbent` nor `successor`"),
+                None,
+            )
+        })
 }
 
 /// Takes the channel named by `PORTHOLD_HANDOFF_FD`: `Ok(None)` when the

@@ -35,6 +35,16 @@ pub enum Party {
     Successor,
 }
 
+impl Role {
+    /// The role's name, as in `PORTHOLD_HANDOFF_ROLE` and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Incumbent => "incumbent",
+            Role::Successor => "successor",
+        }
+    }
+}
+
 impl From<Role> for Party {
     fn from(role: Role) -> Party {
         match role {

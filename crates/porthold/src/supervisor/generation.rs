@@ -592,7 +592,6 @@ mod tests {
     fn a_status_another_waiter_took_is_reported_as_lost_not_waited_for_forever() {
         let spawner = Spawner::new().unwrap();
         let spec = GenerationSpec {
-            extra_fd: None,
             argv: vec!["sh".into(), "-c".into(), "exit 7".into()],
             ..GenerationSpec::default()
         };

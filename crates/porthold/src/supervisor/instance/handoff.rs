@@ -231,11 +231,8 @@ impl Instance {
         let role = links.next_role.take().unwrap_or(Role::Incumbent);
         let (ours, theirs) = channel_pair()?;
         spec.extra_fd = Some((OwnedFd::from(theirs), HANDOFF_FD_ENV.into()));
-        let role_name = match role {
-            Role::Incumbent => "incumbent",
-            Role::Successor => "successor",
-        };
-        spec.env.push((HANDOFF_ROLE_ENV.into(), role_name.into()));
+        spec.env
+            .push((HANDOFF_ROLE_ENV.into(), role.as_str().into()));
         spec.env
             .push((STATE_DIR_ENV.into(), options.state_dir.clone().into()));
         spec.env
@@ -286,8 +283,9 @@ impl Instance {
             .and_then(|links| links.by_pid.remove(&old_pid))
             .ok_or("the serving generation has no handoff channel")?;
         let result = self.handoff_with(&old, old_pid, deadline, token, inbox, deferred);
+        // A cancelled attempt says why it was cancelled (a stop or the timeout).
         let result = result.map_err(|reason| {
-            if token.is_cancelled() && !reason.contains("stopping") {
+            if token.is_cancelled() {
                 why_cancelled()
             } else {
                 reason

@@ -216,15 +216,31 @@ impl Instance {
         Ok((number, pid))
     }
 
+    /// A reload's first step: the optional pre-flight check (see
+    /// [`Instance::run_check`]); a check cut off by `token` says why.
+    pub(super) fn preflight(
+        &mut self,
+        check: Option<&str>,
+        token: &CancelToken,
+        cancel: &CancelToken,
+    ) -> std::result::Result<(), String> {
+        let Some(check) = check else {
+            return Ok(());
+        };
+        self.run_check(check, token).map_err(|e| {
+            if token.is_cancelled() {
+                why_cancelled(cancel)
+            } else {
+                e
+            }
+        })
+    }
+
     /// The pre-flight check: `sh -c CHECK` with the server's environment, in
     /// a process group of its own (its output is the launcher's); `Err` with
     /// the reason unless it exits 0. Cut off by `token`, its whole group is
     /// killed.
-    pub(super) fn run_check(
-        &self,
-        check: &str,
-        token: &CancelToken,
-    ) -> std::result::Result<(), String> {
+    fn run_check(&self, check: &str, token: &CancelToken) -> std::result::Result<(), String> {
         let stdin = ready::dev_null().map_err(|e| e.to_string())?;
         let mut request = SpawnRequest::new(vec!["sh".into(), "-c".into(), check.into()])
             .stdin(stdin)
@@ -368,27 +384,5 @@ pub(super) fn why_cancelled(cancel: &CancelToken) -> String {
         "the instance is stopping".to_string()
     } else {
         "the reload's timeout passed".to_string()
-    }
-}
-
-impl Instance {
-    /// A reload's first step: the optional pre-flight check (see
-    /// [`Instance::run_check`]); a check cut off by `token` says why.
-    pub(super) fn preflight(
-        &mut self,
-        check: Option<&str>,
-        token: &CancelToken,
-        cancel: &CancelToken,
-    ) -> std::result::Result<(), String> {
-        let Some(check) = check else {
-            return Ok(());
-        };
-        self.run_check(check, token).map_err(|e| {
-            if token.is_cancelled() {
-                why_cancelled(cancel)
-            } else {
-                e
-            }
-        })
     }
 }
