@@ -4,8 +4,10 @@
 //! Nor does it rename a record over the previous one, which ext4 treats as a
 //! replace and answers with immediate writeback. Nor does it install a
 //! signal handler per signal (about 60 of them, two system calls each, on
-//! every start): it blocks the signals it takes and waits for them. Checked
-//! structurally, by tracing system calls, not by timing.
+//! every start): it blocks the signals it takes and waits for them. Nor does
+//! any command's start-up read `/proc/self/maps` or set up alternate signal
+//! stacks for stack-overflow handlers, as Rust's runtime start-up would.
+//! Checked structurally, by tracing system calls, not by timing.
 
 mod util;
 
@@ -196,10 +198,10 @@ fn the_launcher_takes_its_signals_without_installing_handlers() {
         .iter()
         .filter(|l| l.contains("rt_sigaction("))
         .count();
-    // The Rust runtime's own (SIGPIPE, and SIGSEGV/SIGBUS for stack overflows)
-    // and the SIGHUP check of the policy: a few, never one per signal.
+    // SIGPIPE ignored at start-up, the SIGHUP check of the policy, the C
+    // library's own at the first thread: a few, never one per signal.
     assert!(
-        sigactions <= 8,
+        sigactions <= 4,
         "the launcher made {sigactions} rt_sigaction calls:\n{}",
         lines.join("\n")
     );
@@ -225,4 +227,35 @@ fn the_launcher_takes_its_signals_without_installing_handlers() {
         "the launcher did not block its signals:\n{}",
         lines.join("\n")
     );
+}
+
+#[test]
+fn start_up_reads_no_memory_map_and_sets_up_no_alternate_signal_stack() {
+    if let Err(reason) = strace_usable() {
+        porthold::test_hooks::skip(&reason);
+        return;
+    }
+    let env = TestEnv::new();
+    for args in [&["--version"][..], &["show-data-dir"]] {
+        let lines = traced(&env, args, "trace=openat,sigaltstack,rt_sigaction");
+        let trace = lines.join("\n");
+        assert!(
+            !lines.iter().any(|l| l.contains("/proc/self/maps")),
+            "porthold {args:?} read its memory map:\n{trace}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("sigaltstack(")),
+            "porthold {args:?} set up an alternate signal stack:\n{trace}"
+        );
+        // Only SIGPIPE, ignored (as Rust's start-up does): no SIGSEGV/SIGBUS handler.
+        let sigactions: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("rt_sigaction("))
+            .collect();
+        assert!(
+            sigactions.len() == 1
+                && sigactions[0].contains("rt_sigaction(SIGPIPE, {sa_handler=SIG_IGN"),
+            "porthold {args:?}:\n{trace}"
+        );
+    }
 }
