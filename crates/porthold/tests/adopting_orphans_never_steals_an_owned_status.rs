@@ -1,51 +1,16 @@
-//! An embedder that adopts orphans (`reaper::adopt_orphans`, as `porthold
-//! run` does) has a thread reaping every child no porthold waiter owns. It
-//! must never reap a child a generation owns: 4 threads × 125 generations
-//! that exit at once with their own codes, while other children keep leaving
-//! orphans behind, each report exactly their own code. (A reaper that calls
-//! `waitpid(-1)` — the naive design — takes some of those statuses.)
+//! An embedder that adopts orphans (`reaper::adopt_orphans`) has a thread
+//! reaping every child no porthold waiter owns. It must never reap a child a
+//! generation owns (see `orphans_support`).
 //!
 //! In a test binary of its own: adopting orphans lasts for the whole process.
 
-use std::time::Duration;
+mod orphans_support;
 
-use porthold::supervisor::generation::{Generation, GenerationSpec, Spawner};
 use porthold::supervisor::reaper;
-
-fn spec(script: &str) -> GenerationSpec {
-    GenerationSpec {
-        argv: vec!["sh".into(), "-c".into(), script.into()],
-        ..GenerationSpec::default()
-    }
-}
 
 #[test]
 fn five_hundred_quick_exits_each_report_their_own_code_while_orphans_are_reaped() {
     reaper::adopt_orphans().expect("adopting orphans");
     assert!(reaper::adopts_orphans());
-    std::thread::scope(|scope| {
-        for worker in 0..4u32 {
-            scope.spawn(move || {
-                let spawner = Spawner::new().expect("a spawner");
-                for round in 0..125u32 {
-                    let code = (worker * 125 + round) % 200 + 1;
-                    // Every fourth one leaves an orphan behind for the reaper.
-                    let script = if round % 4 == 0 {
-                        format!("(sleep 0.01 &); exit {code}")
-                    } else {
-                        format!("exit {code}")
-                    };
-                    let generation = Generation::spawn(&spawner, spec(&script)).expect("spawn");
-                    let status = generation
-                        .wait_timeout(Duration::from_secs(30))
-                        .unwrap_or_else(|| panic!("worker {worker} round {round}: no status"));
-                    assert_eq!(
-                        status.code(),
-                        Some(i32::try_from(code).unwrap()),
-                        "worker {worker} round {round}: {status:?}"
-                    );
-                }
-            });
-        }
-    });
+    orphans_support::five_hundred_quick_exits_report_their_own_codes();
 }

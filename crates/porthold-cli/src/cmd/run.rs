@@ -211,7 +211,7 @@ pub fn run(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     // porthold owns its server's whole tree: orphans of the tree are
     // re-parented here and reaped, and the instance's end ends them too.
-    porthold::supervisor::reaper::adopt_orphans()?;
+    porthold::supervisor::reaper::adopt_orphans_on_signal()?;
     // The main thread lives as long as the instance: it can fork the server
     // itself (the parent-death signal follows the forking thread).
     let spawner = porthold::supervisor::Spawner::on_calling_thread();

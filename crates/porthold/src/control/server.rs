@@ -10,7 +10,10 @@
 //! successor's socket at the same path is left alone).
 //!
 //! [`ControlServer::serve`] accepts connections until a [`ShutdownHandle`]
-//! fires. Each connection is a *session*: its peer's uid (`SO_PEERCRED`) must
+//! fires; an embedder with a poll loop of its own polls
+//! [`ControlServer::as_fd`] instead and calls
+//! [`ControlServer::accept_pending`] when it is readable (the instance's
+//! serving loop does: no thread waits for connections). Each connection is a *session*: its peer's uid (`SO_PEERCRED`) must
 //! be the server's effective uid, then it sends request frames and gets one
 //! reply each, in order, from the embedder's [`Handler`]. A session that breaks
 //! the protocol — a frame over the cap, a truncated frame, a body that is not
@@ -82,6 +85,8 @@ pub struct ServerStats {
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// Sessions running now (at most [`MAX_SESSIONS`]).
+    active: AtomicUsize,
     sessions: AtomicU64,
     refused_peers: AtomicU64,
     protocol_errors: AtomicU64,
@@ -315,7 +320,7 @@ impl ControlServer {
     /// [`Error::Io`] when polling or accepting fails for a reason that would
     /// repeat (e.g. the fd limit is reached: waiting for it would spin).
     pub fn serve<H: Handler + ?Sized>(&self, handler: &H) -> Result<()> {
-        let active = AtomicUsize::new(0);
+        let active = &self.counters.active;
         std::thread::scope(|scope| {
             loop {
                 let mut fds = [
@@ -344,13 +349,9 @@ impl ControlServer {
                     }
                     Err(e) => return Err(Error::io("accepting on the control socket", e)),
                 };
-                self.counters.sessions.fetch_add(1, Ordering::Relaxed);
-                if active.load(Ordering::Acquire) >= MAX_SESSIONS {
-                    self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+                if !self.admit() {
                     continue;
                 }
-                active.fetch_add(1, Ordering::AcqRel);
-                let active = &active;
                 let spawned = std::thread::Builder::new()
                     .name("porthold-control".into())
                     .spawn_scoped(scope, move || {
@@ -364,6 +365,69 @@ impl ControlServer {
                 }
             }
         })
+    }
+
+    /// The listening socket, readable while a connection waits to be accepted.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd()
+    }
+
+    /// Accepts every connection waiting now (never blocks) and serves each
+    /// session on a thread of its own, as [`serve`](Self::serve) does, at
+    /// most [`MAX_SESSIONS`] at once; for a caller that polls
+    /// [`as_fd`](Self::as_fd) in its own loop.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when accepting fails for a reason that would repeat.
+    pub fn accept_pending(self: &Arc<Self>, handler: &Arc<dyn Handler + Send>) -> Result<()> {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(Error::io("accepting on the control socket", e)),
+            };
+            if !self.admit() {
+                continue;
+            }
+            let (server, handler) = (Arc::clone(self), Arc::clone(handler));
+            let spawned = std::thread::Builder::new()
+                .name("porthold-control".into())
+                .spawn(move || {
+                    server.session(stream, &*handler);
+                    server.counters.active.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                // The stream went with the closure: the connection is closed.
+                self.counters.active.fetch_sub(1, Ordering::AcqRel);
+                self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts an accepted connection; whether a session may start for it
+    /// (fewer than [`MAX_SESSIONS`] run), counted as active if so.
+    fn admit(&self) -> bool {
+        let counters = &self.counters;
+        counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let admitted = counters
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_SESSIONS).then_some(n + 1)
+            })
+            .is_ok();
+        if !admitted {
+            counters.over_capacity.fetch_add(1, Ordering::Relaxed);
+        }
+        admitted
     }
 
     fn session<H: Handler + ?Sized>(&self, stream: UnixStream, handler: &H) {

@@ -33,14 +33,18 @@
 //!
 //! Each generation is waited for by its own pid (never `waitpid(-1)`), so an
 //! instance disturbs no other child of the process it lives in. Only an
-//! embedder that called [`reaper::adopt_orphans`] (the CLI, a subreaper)
-//! also has the tree's re-parented orphans reaped, by one thread that never
-//! takes a status an instance owns.
+//! embedder that called [`reaper::adopt_orphans`] or
+//! [`reaper::adopt_orphans_on_signal`] (the CLI, a subreaper) also has the
+//! tree's re-parented orphans reaped, never taking a status an instance owns.
+//!
+//! [`run_with`] serves from the calling thread alone: one `poll` waits for
+//! the generations' exits, the control socket, the signals and the events of
+//! the few threads that remain (the `inbox` submodule).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,7 +53,7 @@ use rustix::process::Signal;
 
 use crate::activation::notify::{self, NotifyAccess, NotifyMessage, NotifyServer};
 use crate::activation::spawn as spawner;
-use crate::control::{ControlServer, Request, Response, ShutdownHandle};
+use crate::control::{ControlServer, Handler, Request, Response};
 use crate::discovery::{
     self, EventOutcome, GenerationCause, GenerationEntry, GenerationEvent, GenerationState,
     Listener, Proto, Publisher, Record, State as RecordState,
@@ -61,14 +65,16 @@ use crate::supervisor::launch::{self, LaunchError};
 use crate::supervisor::lifecycle::{Boundary, CancelToken, Lifecycle, StartError, StartSteps};
 use crate::supervisor::ready::{self, ProbeOptions, ReadyMode, ReadyOutcome};
 use crate::supervisor::reaper;
-use crate::supervisor::signals::{SignalAction, SignalSource};
+use crate::supervisor::signals::SignalSource;
 use crate::supervisor::tree;
 use crate::sync::lock;
 use crate::test_hooks;
 
 mod handoff;
+mod inbox;
 mod reload;
 pub use handoff::{DEFAULT_HANDOFF_DEADLINE, GENERATION_ENV, HandoffOptions, STATE_DIR_ENV};
+use inbox::{Inbox, Outbox, SignalIntake};
 use reload::ReloadWait;
 
 /// How long the rest of the tree gets after the main child exited, before SIGKILL.
@@ -261,7 +267,7 @@ pub fn parse_signal(text: &str) -> Result<Signal> {
     })
 }
 
-/// What the generation watchers and the signal thread tell the serving loop.
+/// What the serving loop reacts to (taken by its inbox).
 #[derive(Debug)]
 enum Event {
     /// The generation with this number exited (reap it to learn its status).
@@ -274,7 +280,7 @@ enum Event {
     Reload {
         check: Option<String>,
         timeout: Duration,
-        reply: Sender<Response>,
+        reply: mpsc::Sender<Response>,
     },
 }
 
@@ -352,9 +358,8 @@ pub struct Instance {
     /// The process group signals are forwarded to (0: none yet).
     server_group: Arc<AtomicU32>,
     ignored_in_child: Vec<Signal>,
-    /// The control socket, and the handle that ends its serving thread.
+    /// The control socket (served by [`run_with`]'s loop).
     control: Option<Arc<ControlServer>>,
-    control_stop: Option<ShutdownHandle>,
     /// The generations' handoff channels (`--handoff` only).
     handoff: Option<handoff::Links>,
 }
@@ -419,7 +424,6 @@ impl Instance {
             server_group: Arc::default(),
             ignored_in_child: Vec::new(),
             control,
-            control_stop: None,
         })
     }
 
@@ -661,9 +665,6 @@ impl Instance {
     }
 
     fn end_generations(&mut self, stop_signal: Signal, grace: Duration) {
-        if let Some(stop) = self.control_stop.take() {
-            stop.shutdown();
-        }
         self.server_group.store(0, Ordering::SeqCst);
         for running in self.generations.drain(..) {
             running.generation.stop(stop_signal, grace);
@@ -676,9 +677,6 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Some(stop) = self.control_stop.take() {
-            stop.shutdown();
-        }
         if !self.generations.is_empty() || reaper::adopts_orphans() {
             self.end_generations(Signal::TERM, TREE_GRACE);
         }
@@ -1034,70 +1032,41 @@ pub fn run(options: RunOptions, signals: impl SignalSource + 'static) -> Result<
 /// As [`run`].
 pub fn run_with(
     options: RunOptions,
-    mut signals: impl SignalSource + 'static,
+    signals: impl SignalSource + 'static,
     spawner: Spawner,
 ) -> Result<i32> {
-    // 1. Signals: the embedder caught them before anything else; one thread
-    // turns them into cancellation, events and forwarded signals.
+    // 1. Signals: the embedder caught them before anything else; the inbox
+    // turns them into cancellation, events and forwarded signals (polled by
+    // this thread, or taken by a thread while the instance waits elsewhere).
     let ignored_in_child = signals.ignored_in_child();
-    let (events, inbox) = mpsc::channel::<Event>();
     let cancel = CancelToken::new();
-    let first_signal: Arc<Mutex<Option<Signal>>> = Arc::default();
-    let server_group: Arc<AtomicU32> = Arc::default();
-    {
-        let events = events.clone();
-        let cancel = cancel.clone();
-        let first_signal = first_signal.clone();
-        let server_group = server_group.clone();
-        thread::spawn(move || {
-            while let Some(action) = signals.next_action() {
-                match action {
-                    SignalAction::Stop(signal) => {
-                        lock(&first_signal).get_or_insert(signal);
-                        cancel.cancel();
-                        if events.send(Event::Signal(signal)).is_err() {
-                            return;
-                        }
-                    }
-                    SignalAction::Forward(signal) => {
-                        let group = server_group.load(Ordering::SeqCst);
-                        if group != 0 {
-                            tree::signal_group(group, signal);
-                        }
-                    }
-                    SignalAction::Reload => {
-                        // Nobody waits for the answer: the serving loop says
-                        // on stderr how the reload ended.
-                        let (reply, _) = mpsc::channel();
-                        let reload = Event::Reload {
-                            check: None,
-                            timeout: SIGNAL_RELOAD_TIMEOUT,
-                            reply,
-                        };
-                        if events.send(reload).is_err() {
-                            return;
-                        }
-                    }
-                    SignalAction::Ignore => {}
-                }
-            }
-        });
+    let intake = SignalIntake {
+        cancel: cancel.clone(),
+        first_signal: Arc::default(),
+        server_group: Arc::default(),
+    };
+    let mut inbox = Inbox::new(Box::new(signals), intake.clone())?;
+    if options.ready != ReadyMode::Listen || options.handoff.is_some() {
+        // The start waits for readiness: a stop request must cancel the wait.
+        inbox.signals_to_thread()?;
     }
 
     // 2. The name.
     let mut instance = Instance::open(options, spawner)?;
-    instance.server_group = server_group;
+    instance.server_group = intake.server_group.clone();
     instance.set_ignored_in_child(ignored_in_child);
 
-    // 3-5. Bind, spawn, readiness: the lifecycle decides.
+    // 3-5. Bind, spawn, readiness: the lifecycle decides. (Signals that came
+    // meanwhile are taken just before each boundary's cancellation check.)
     let started = instance.start(&cancel, &mut |boundary| {
         test_hooks::pause(&format!("run.{boundary:?}"));
+        inbox.take_signals();
     });
     match started {
         Ok(_) => {}
         Err(StartFailure::Cancelled) => {
             // A signal (the only canceller here) ended the start: exit 128+signal.
-            let code = lock(&first_signal).map_or(130, |s| 128 + s.as_raw());
+            let code = lock(&intake.first_signal).map_or(130, |s| 128 + s.as_raw());
             instance.finish(Signal::TERM, TREE_GRACE)?;
             return Ok(code);
         }
@@ -1109,11 +1078,13 @@ pub fn run_with(
         });
     };
     let main_pid = current.generation.pid();
-    watch_exit(current, events.clone())?;
+    inbox.watch_exit(current)?;
     if let Some(server) = &instance.notify {
-        forward_notify_messages(server.clone(), events.clone());
+        forward_notify_messages(server.clone(), inbox.outbox());
     }
-    serve_control(&mut instance, events.clone());
+    if let Some(server) = instance.control.clone() {
+        inbox.serve_control(server, control_handler(inbox.outbox()));
+    }
 
     // 6. Ready.
     if !instance.options.quiet
@@ -1125,99 +1096,56 @@ pub fn run_with(
     }
 
     // 7. Serve until the child ends; forward signals; reload on request.
-    let status = supervise(&mut instance, &inbox, &events, &cancel);
+    let status = supervise(&mut instance, &inbox, &cancel);
     instance.finish(Signal::TERM, TREE_GRACE)?;
     Ok(exit_code(status))
 }
 
-/// Sends [`Event::ChildExited`] once `running`'s child has exited (its pidfd
-/// becomes readable); the serving loop then reaps it by its pid.
-fn watch_exit(running: &Running, events: Sender<Event>) -> Result<()> {
-    let number = running.number;
-    // A process that adopts orphans has a thread waiting for every child
-    // already: it tells us (no thread of our own).
-    let notify = events.clone();
-    let on_exit = Box::new(move || {
-        let _ = notify.send(Event::ChildExited(number));
-    });
-    if reaper::watch_exit(running.generation.pid(), on_exit).is_ok() {
-        return Ok(());
-    }
-    let pidfd = running
-        .generation
-        .pidfd()
-        .try_clone_to_owned()
-        .map_err(|e| Error::io("duplicating a pidfd", e))?;
-    thread::Builder::new()
-        .name("porthold-watch".into())
-        .spawn(move || {
-            use rustix::event::{PollFd, PollFlags, poll};
-            loop {
-                let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
-                match poll(&mut fds, None) {
-                    Ok(n) if n > 0 => break,
-                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = events.send(Event::ChildExited(number));
-        })
-        .map_err(|e| Error::io("starting a generation watcher", e))?;
-    Ok(())
-}
-
-/// Serves the control socket from its own thread: a reload request goes to
+/// What the control socket's sessions do with a request: a reload goes to
 /// the serving loop, one at a time (a second one meanwhile is told so).
-fn serve_control(instance: &mut Instance, events: Sender<Event>) {
-    let Some(server) = instance.control.clone() else {
-        return;
-    };
-    instance.control_stop = Some(server.shutdown_handle());
-    let events = Mutex::new(events);
+fn control_handler(outbox: Outbox) -> Arc<dyn Handler + Send> {
+    let outbox = Mutex::new(outbox);
     let reloading = std::sync::atomic::AtomicBool::new(false);
-    thread::spawn(move || {
-        let handler = |request: Request| -> Response {
-            match request {
-                Request::Reload { check, timeout_ms } => {
-                    if reloading.swap(true, Ordering::SeqCst) {
-                        return Response::InProgress;
-                    }
-                    let timeout = Duration::from_millis(timeout_ms);
-                    let (reply, answer) = mpsc::channel();
-                    let sent = lock(&events)
-                        .send(Event::Reload {
-                            check,
-                            timeout,
-                            reply,
-                        })
-                        .is_ok();
-                    // The loop answers within the timeout (plus the rollback's
-                    // own bounded kill); it is gone when the instance ended.
-                    let response = if sent {
-                        answer
-                            .recv_timeout(timeout + TREE_GRACE * 4)
-                            .unwrap_or_else(|_| Response::RolledBack {
-                                reason: "the instance ended during the reload".into(),
-                            })
-                    } else {
-                        Response::RolledBack {
-                            reason: "the instance has ended".into(),
-                        }
-                    };
-                    reloading.store(false, Ordering::SeqCst);
-                    response
+    Arc::new(move |request: Request| -> Response {
+        match request {
+            Request::Reload { check, timeout_ms } => {
+                if reloading.swap(true, Ordering::SeqCst) {
+                    return Response::InProgress;
                 }
-                Request::Status => Response::Unsupported {
-                    reason: "status is read from the discovery record (`porthold ps`)".into(),
-                },
+                let timeout = Duration::from_millis(timeout_ms);
+                let (reply, answer) = mpsc::channel();
+                let sent = lock(&outbox)
+                    .send(Event::Reload {
+                        check,
+                        timeout,
+                        reply,
+                    })
+                    .is_ok();
+                // The loop answers within the timeout (plus the rollback's
+                // own bounded kill); it is gone when the instance ended.
+                let response = if sent {
+                    answer
+                        .recv_timeout(timeout + TREE_GRACE * 4)
+                        .unwrap_or_else(|_| Response::RolledBack {
+                            reason: "the instance ended during the reload".into(),
+                        })
+                } else {
+                    Response::RolledBack {
+                        reason: "the instance has ended".into(),
+                    }
+                };
+                reloading.store(false, Ordering::SeqCst);
+                response
             }
-        };
-        let _ = server.serve(&handler);
-    });
+            Request::Status => Response::Unsupported {
+                reason: "status is read from the discovery record (`porthold ps`)".into(),
+            },
+        }
+    })
 }
 
 /// Once the server is ready, passes every notify message on to the serving loop.
-fn forward_notify_messages(server: Arc<NotifyServer>, events: Sender<Event>) {
+fn forward_notify_messages(server: Arc<NotifyServer>, events: Outbox) {
     thread::spawn(move || {
         loop {
             match server.recv(Duration::from_secs(3600)) {
@@ -1246,8 +1174,7 @@ fn with_tail(message: String, tail: &str) -> String {
 /// The serving loop: returns the current generation's exit status.
 fn supervise(
     instance: &mut Instance,
-    inbox: &Receiver<Event>,
-    events: &Sender<Event>,
+    inbox: &Inbox,
     cancel: &CancelToken,
 ) -> std::process::ExitStatus {
     let mut kill_at: Option<Instant> = None;
@@ -1360,13 +1287,16 @@ fn supervise(
                     }
                 } else {
                     let mut deferred = Vec::new();
-                    let outcome =
-                        instance.reload(check.as_deref(), timeout, cancel, inbox, &mut deferred);
+                    // The reload waits for more than the inbox: a stop request
+                    // must cancel it meanwhile.
+                    let outcome = inbox.signals_to_thread().and_then(|()| {
+                        instance.reload(check.as_deref(), timeout, cancel, inbox, &mut deferred)
+                    });
                     pending.extend(deferred);
                     match outcome {
                         Ok(reloaded) => {
                             if let Some(current) = instance.current() {
-                                let _ = watch_exit(current, events.clone());
+                                let _ = inbox.watch_exit(current);
                             }
                             draining
                                 .push((reloaded.retired, Instant::now() + options.drain_timeout));
@@ -1463,7 +1393,10 @@ fn supervise(
                 {
                     let mut deferred = Vec::new();
                     let next = instance.generations.last().map_or(1, |g| g.number + 1);
-                    let restarted = instance.restart(cancel, inbox, &mut deferred);
+                    let restarted = match inbox.signals_to_thread() {
+                        Ok(()) => instance.restart(cancel, inbox, &mut deferred),
+                        Err(error) => Err(StartFailure::Failed(error)),
+                    };
                     pending.extend(deferred);
                     let ready_ms = u64::try_from(now.elapsed().as_millis()).unwrap_or(u64::MAX);
                     match &restarted {
@@ -1485,7 +1418,7 @@ fn supervise(
                             restart_at = None;
                             current_since = Instant::now();
                             if let Some(current) = instance.current() {
-                                let _ = watch_exit(current, events.clone());
+                                let _ = inbox.watch_exit(current);
                             }
                             if !options.quiet {
                                 eprintln!(

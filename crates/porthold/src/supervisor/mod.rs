@@ -22,7 +22,8 @@
 //!   by `porthold run` and `TestServer`);
 //! * [`reaper`]: who reaps which child: every child is reaped by its own
 //!   waiter, by pid; orphans only in an embedder that opted in
-//!   ([`reaper::adopt_orphans`], what the CLI does).
+//!   ([`reaper::adopt_orphans`], or [`reaper::adopt_orphans_on_signal`]
+//!   without a thread, what the CLI does).
 
 pub mod generation;
 pub mod instance;

@@ -20,11 +20,18 @@
 //! new pid is recorded, that the pid is not owned: a child that exits the
 //! instant it is forked is therefore never mistaken for an orphan.
 //!
+//! [`adopt_orphans_on_signal`] is the same without the thread, for a process
+//! whose instance takes SIGCHLD through a [`super::signals::SignalWatcher`]
+//! (the CLI): each SIGCHLD ([`super::signals::SignalAction::Reap`]) sweeps the
+//! exited orphans with the same peek and the same check, and so does every
+//! reap of an owned child (an owned child that has exited but is not reaped
+//! yet hides the ones behind it from the peek).
+//!
 //! Only a program whose children are all started by porthold should adopt
-//! orphans (the CLI): the thread would also reap children the program starts
-//! by other means. The library never calls it by itself.
+//! orphans (the CLI): the sweep would also reap children the program starts
+//! by other means. The library never calls either by itself.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -33,13 +40,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
-/// Called once from the orphan reaper's thread when an owned child has exited.
-type ExitWatcher = Box<dyn FnOnce() + Send>;
-
-/// The pids of this process's children that a porthold waiter owns, each
-/// with the watcher to call when it exits (if any).
+/// The pids of this process's children that a porthold waiter owns.
 struct Owned {
-    pids: Mutex<BTreeMap<u32, Option<ExitWatcher>>>,
+    pids: Mutex<BTreeSet<u32>>,
     /// Notified when a pid is added (a child now exists) or removed (reaped).
     changed: Condvar,
 }
@@ -47,17 +50,19 @@ struct Owned {
 fn owned() -> &'static Owned {
     static OWNED: OnceLock<Owned> = OnceLock::new();
     OWNED.get_or_init(|| Owned {
-        pids: Mutex::new(BTreeMap::new()),
+        pids: Mutex::new(BTreeSet::new()),
         changed: Condvar::new(),
     })
 }
 
 static ADOPTING: AtomicBool = AtomicBool::new(false);
+/// Orphans are swept on SIGCHLD and after each owned reap ([`adopt_orphans_on_signal`]).
+static SWEEPING: AtomicBool = AtomicBool::new(false);
 
 /// Held across a fork: the orphan reaper cannot decide about any pid until
 /// the new child's pid is recorded as owned.
 pub(crate) struct ForkGuard {
-    pids: MutexGuard<'static, BTreeMap<u32, Option<ExitWatcher>>>,
+    pids: MutexGuard<'static, BTreeSet<u32>>,
 }
 
 impl ForkGuard {
@@ -70,7 +75,7 @@ impl ForkGuard {
 
     /// Records the forked child's pid as owned.
     pub(crate) fn owns(mut self, pid: u32) {
-        self.pids.insert(pid, None);
+        self.pids.insert(pid);
         drop(self);
         owned().changed.notify_all();
     }
@@ -127,27 +132,8 @@ fn wait_pid(pid: u32, flags: i32) -> std::io::Result<Option<ExitStatus>> {
 fn disown(pid: u32) {
     lock(&owned().pids).remove(&pid);
     owned().changed.notify_all();
-}
-
-/// Has the orphan reaper's thread call `on_exit` once the owned child `pid`
-/// has exited (before its owner reaps it), so that the owner needs no thread
-/// of its own to wait for it. Returns `on_exit` back when this process does
-/// not adopt orphans, or `pid` is not an owned child.
-pub(crate) fn watch_exit(pid: u32, on_exit: ExitWatcher) -> std::result::Result<(), ExitWatcher> {
-    if !adopts_orphans() {
-        return Err(on_exit);
-    }
-    let mut pids = lock(&owned().pids);
-    match pids.get_mut(&pid) {
-        Some(slot) => {
-            *slot = Some(on_exit);
-            drop(pids);
-            // The reaper may be waiting with this pid already exited.
-            owned().changed.notify_all();
-            Ok(())
-        }
-        None => Err(on_exit),
-    }
+    // Exited orphans behind this child in the peek order are visible now.
+    sweep_orphans();
 }
 
 /// Makes this process a child subreaper and reaps, from one thread, every
@@ -180,22 +166,83 @@ pub fn adopt_orphans() -> Result<()> {
     started
 }
 
-/// Whether [`adopt_orphans`] was called in this process.
+/// Makes this process a child subreaper whose orphans are reaped without a
+/// thread of their own: on each SIGCHLD that its instance's serving loop (or
+/// its signal thread) takes from a [`super::signals::SignalWatcher`]
+/// ([`super::instance::run_with`]), and after each reap of an owned child.
+/// For a program that runs one instance that way and starts no children of
+/// its own (the CLI); see the module docs. Idempotent.
+///
+/// # Errors
+/// When the process cannot become a subreaper.
+pub fn adopt_orphans_on_signal() -> Result<()> {
+    if ADOPTING
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return Ok(());
+    }
+    let started = super::tree::become_subreaper();
+    match started {
+        Ok(()) => SWEEPING.store(true, Ordering::SeqCst),
+        Err(_) => ADOPTING.store(false, Ordering::SeqCst),
+    }
+    started
+}
+
+/// Whether [`adopt_orphans`] or [`adopt_orphans_on_signal`] was called in this process.
 pub fn adopts_orphans() -> bool {
     ADOPTING.load(Ordering::SeqCst)
 }
 
-/// The first exited child (without reaping it), `None` when there is no child at all.
-fn peek_exited() -> Option<u32> {
+/// Reaps every exited orphan the peek can see now (never blocks), in a
+/// process that adopted orphans with [`adopt_orphans_on_signal`]; a no-op
+/// otherwise. Stops at an owned child that has exited: its owner reaps it,
+/// and that reap sweeps again.
+pub(crate) fn sweep_orphans() {
+    if !SWEEPING.load(Ordering::SeqCst) {
+        return;
+    }
+    while let Some(pid) = peek_exited(libc::WNOHANG) {
+        if !reap_if_orphan(pid) {
+            return;
+        }
+    }
+}
+
+/// Reaps the exited child `pid` if no porthold waiter owns it; whether it did.
+fn reap_if_orphan(pid: u32) -> bool {
+    // Decided under the lock every fork holds until its pid is recorded: a
+    // child that exited the instant it was forked is owned by then. (An exited
+    // pid is a zombie until reaped: no new child can take it meanwhile.)
+    if lock(&owned().pids).contains(&pid) {
+        return false;
+    }
+    // Not owned, exited: an adopted orphan (or a child of the embedder's own).
+    let _ = wait_pid(pid, libc::WNOHANG);
+    true
+}
+
+/// The first exited child (without reaping it), `None` when there is no
+/// child at all (or, with `WNOHANG` in `flags`, none has exited).
+fn peek_exited(flags: i32) -> Option<u32> {
     loop {
         // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid with WNOWAIT only reports; `info` is valid for writes.
-        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT | flags,
+            )
+        };
         if r == 0 {
-            // SAFETY: waitid filled `info` for a child event (si_pid is valid).
+            // SAFETY: waitid filled `info` for a child event (si_pid is valid;
+            // 0 with WNOHANG when no child has exited).
             let pid = unsafe { info.si_pid() };
-            return u32::try_from(pid).ok();
+            return u32::try_from(pid).ok().filter(|&pid| pid != 0);
         }
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return None;
@@ -206,31 +253,21 @@ fn peek_exited() -> Option<u32> {
 fn reap_orphans() {
     let owned = owned();
     loop {
-        let Some(pid) = peek_exited() else {
+        let Some(pid) = peek_exited(0) else {
             // No child at all: orphans arrive only below a child we fork, so
             // wait until one is forked (bounded, in case of a fork by other means).
             let pids = lock(&owned.pids);
             let _ = owned.changed.wait_timeout(pids, Duration::from_millis(500));
             continue;
         };
-        let mut pids = lock(&owned.pids);
-        if let Some(watcher) = pids.get_mut(&pid) {
-            // Its owner reaps it: tell the owner (once) if it asked, then wait
-            // until it has reaped it (bounded: the owner may be slow to look,
-            // and a different child may be waiting meanwhile).
-            if let Some(watcher) = watcher.take() {
-                drop(pids);
-                watcher();
-                pids = lock(&owned.pids);
-            }
+        if !reap_if_orphan(pid) {
+            // Its owner reaps it: wait until it has (bounded: the owner may be
+            // slow to look, and a different child may be waiting meanwhile).
+            let pids = lock(&owned.pids);
             let _ = owned
                 .changed
-                .wait_timeout_while(pids, Duration::from_millis(50), |p| p.contains_key(&pid));
-            continue;
+                .wait_timeout_while(pids, Duration::from_millis(50), |p| p.contains(&pid));
         }
-        drop(pids);
-        // Not owned, exited: an adopted orphan (or a child of the embedder's own).
-        let _ = wait_pid(pid, libc::WNOHANG);
     }
 }
 
@@ -245,10 +282,10 @@ mod tests {
         let guard = ForkGuard::lock();
         let child = std::process::Command::new("true").spawn().unwrap();
         guard.owns(child.id());
-        assert!(lock(&owned().pids).contains_key(&child.id()));
+        assert!(lock(&owned().pids).contains(&child.id()));
         let status = reap_blocking(child.id()).unwrap();
         assert!(status.success());
-        assert!(!lock(&owned().pids).contains_key(&child.id()));
+        assert!(!lock(&owned().pids).contains(&child.id()));
         // Reaped once: a second reap is ECHILD, not a status.
         assert!(reap(child.id()).is_err());
     }

@@ -5,14 +5,17 @@
 //! a user or the system may send it is allowed to kill it silently. Every
 //! signal whose default action would terminate porthold is blocked in the
 //! thread that installs the [`SignalWatcher`] (and so in every thread it
-//! starts later), taken with `sigwaitinfo` by the thread that waits, and
-//! classified by [`SignalPolicy::classify`]:
+//! starts later), taken with `sigwaitinfo` by a thread that waits, or read
+//! from the watcher's `signalfd` by a loop that polls it
+//! ([`SignalSource::poll_fd`]: the instance's serving loop, which then needs
+//! no thread for signals), and classified by [`SignalPolicy::classify`]:
 //!
 //! | signal | what porthold does |
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT | [`SignalAction::Stop`]: stop the instance (before ready: cancel the start) |
 //! | SIGHUP | the terminal went away: [`SignalAction::Stop`] by default, or [`SignalAction::Forward`] ([`HupAction`]); left ignored when porthold inherited it ignored (`nohup`) |
 //! | SIGUSR1, SIGUSR2, SIGWINCH | [`SignalAction::Forward`] to the server's process group |
+//! | SIGCHLD | [`SignalAction::Reap`]: a child exited (orphans of the tree are reaped then, see [`super::reaper::adopt_orphans_on_signal`]) |
 //! | SIGPIPE, SIGALRM, SIGVTALRM, SIGPROF, SIGXCPU, SIGXFSZ, SIGSTKFLT, SIGIO, SIGPWR, the realtime signals | [`SignalAction::Ignore`] |
 //!
 //! Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT) keep
@@ -34,6 +37,8 @@
 //! The server runs in its own process group, so Ctrl-C reaches porthold only,
 //! and porthold forwards it once. (Were the server in porthold's group, it
 //! would receive the terminal's SIGINT *and* porthold's copy.)
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use rustix::process::Signal;
 
@@ -78,6 +83,8 @@ pub enum SignalAction {
     Forward(Signal),
     /// Start a new generation on the same sockets, as `porthold reload` does.
     Reload,
+    /// A child exited (SIGCHLD): reap the orphans that are ours to reap.
+    Reap,
     /// Nothing: the signal only must not kill porthold.
     Ignore,
 }
@@ -140,6 +147,9 @@ impl SignalPolicy {
         if let Some(s) = FORWARD.into_iter().find(|s| s.as_raw() == raw) {
             return SignalAction::Forward(s);
         }
+        if raw == Signal::CHILD.as_raw() {
+            return SignalAction::Reap;
+        }
         SignalAction::Ignore
     }
 
@@ -158,6 +168,7 @@ impl SignalPolicy {
             .iter()
             .chain(FORWARD.iter())
             .chain(IGNORED.iter())
+            .chain([Signal::CHILD].iter())
             .map(|s| s.as_raw())
             .collect();
         if !self.hup_inherited_ignored {
@@ -189,6 +200,20 @@ pub trait SignalSource: Send {
     /// Blocks until the next signal that needs an action; `None` when no more will come.
     fn next_action(&mut self) -> Option<SignalAction>;
 
+    /// A file descriptor that is readable while a signal waits to be taken,
+    /// for a loop that polls it (with [`try_next_action`](Self::try_next_action))
+    /// instead of blocking a thread in [`next_action`](Self::next_action).
+    /// `None`, the default, for a source that cannot be polled.
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// The next signal that needs an action if one waits, without blocking
+    /// (only meaningful with a [`poll_fd`](Self::poll_fd)).
+    fn try_next_action(&mut self) -> Option<SignalAction> {
+        None
+    }
+
     /// Signals the server must start with ignored (SIGHUP under `nohup`).
     fn ignored_in_child(&self) -> Vec<Signal> {
         Vec::new()
@@ -198,6 +223,14 @@ pub trait SignalSource: Send {
 impl SignalSource for SignalWatcher {
     fn next_action(&mut self) -> Option<SignalAction> {
         self.wait()
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.signalfd.as_fd())
+    }
+
+    fn try_next_action(&mut self) -> Option<SignalAction> {
+        self.try_take()
     }
 
     fn ignored_in_child(&self) -> Vec<Signal> {
@@ -221,6 +254,8 @@ impl SignalSource for std::sync::mpsc::Receiver<SignalAction> {
 pub struct SignalWatcher {
     set: SignalSet,
     policy: SignalPolicy,
+    /// Readable while one of the set's signals is pending (non-blocking).
+    signalfd: OwnedFd,
 }
 
 /// A `sigset_t` (plain data, valid once `sigemptyset` has run).
@@ -272,7 +307,49 @@ impl SignalWatcher {
                 std::io::Error::from_raw_os_error(r),
             ));
         }
-        Ok(SignalWatcher { set, policy })
+        // SAFETY: `set.0` is an initialised sigset_t; -1 asks for a new fd.
+        let fd = unsafe { libc::signalfd(-1, &set.0, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(Error::io(
+                "creating the launcher's signalfd",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: signalfd returned a new fd that nothing else owns.
+        let signalfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(SignalWatcher {
+            set,
+            policy,
+            signalfd,
+        })
+    }
+
+    /// Takes the next pending signal that is not ignored, if any (never blocks).
+    pub fn try_take(&mut self) -> Option<SignalAction> {
+        loop {
+            let mut info = std::mem::MaybeUninit::<libc::signalfd_siginfo>::uninit();
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reads at most `size` bytes into `info`, which has room for them.
+            let n =
+                unsafe { libc::read(self.signalfd.as_raw_fd(), info.as_mut_ptr().cast(), size) };
+            if n < 0 {
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // EAGAIN: nothing pending.
+                    _ => return None,
+                }
+            }
+            if usize::try_from(n).ok() != Some(size) {
+                return None;
+            }
+            // SAFETY: the kernel filled the whole record.
+            let info = unsafe { info.assume_init() };
+            let raw = i32::try_from(info.ssi_signo).unwrap_or(0);
+            match self.policy.classify(raw) {
+                SignalAction::Ignore => {}
+                action => return Some(action),
+            }
+        }
     }
 
     /// The policy the signals were taken for.
@@ -323,6 +400,7 @@ mod tests {
             SignalAction::Forward(Signal::WINCH)
         );
         assert_eq!(policy.classify(libc::SIGPIPE), SignalAction::Ignore);
+        assert_eq!(policy.classify(libc::SIGCHLD), SignalAction::Reap);
         assert_eq!(policy.classify(libc::SIGRTMIN()), SignalAction::Ignore);
         let forward = SignalPolicy {
             hup: HupAction::Forward,
@@ -365,6 +443,38 @@ mod tests {
             }
             // SIGPIPE (ignored by the policy) is taken and dropped.
             assert_eq!(watcher.wait(), Some(SignalAction::Forward(Signal::USR1)));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_taken_signal_can_be_polled_for_instead_of_waited_for() {
+        std::thread::spawn(|| {
+            let policy = SignalPolicy {
+                hup: HupAction::Stop,
+                hup_inherited_ignored: false,
+            };
+            let mut watcher = SignalWatcher::install(policy).unwrap();
+            assert_eq!(watcher.try_take(), None, "nothing pending yet");
+            // SAFETY: raise sends each signal to this thread, where it is blocked.
+            unsafe {
+                assert_eq!(libc::raise(libc::SIGPIPE), 0);
+                assert_eq!(libc::raise(libc::SIGCHLD), 0);
+                assert_eq!(libc::raise(libc::SIGTERM), 0);
+            }
+            let fd = watcher.poll_fd().unwrap();
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            assert_eq!(rustix::event::poll(&mut fds, None).unwrap(), 1);
+            // Pending signals come lowest number first; SIGPIPE is dropped.
+            let taken: Vec<_> = std::iter::from_fn(|| watcher.try_take()).collect();
+            assert_eq!(
+                taken,
+                [SignalAction::Stop(Signal::TERM), SignalAction::Reap]
+            );
         })
         .join()
         .unwrap();

@@ -118,8 +118,8 @@ fn signal_pid(pid: u32, signal: Signal) {
 
 /// Ends every descendant of this process: SIGTERM to all of them, up to
 /// `grace` for them to go, then SIGKILL to the survivors, waiting (bounded)
-/// until none is left. Their zombies are reaped by the orphan reaper
-/// ([`super::reaper::adopt_orphans`]), which only a process that adopts
+/// until none is left. Their zombies are reaped as orphans
+/// ([`super::reaper::adopt_orphans`] and its variant), which only a process that adopts
 /// orphans runs: this is the end of an instance in such a process (the CLI),
 /// and catches what a generation's own stop cannot find (a process that left
 /// the server's group and whose parent died: re-parented to us, the subreaper).

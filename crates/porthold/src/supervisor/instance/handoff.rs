@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use super::{Event, Instance, StartFailure};
+use super::{Event, Inbox, Instance, StartFailure};
 use crate::control::frame::{Frame, FrameError};
 use crate::error::{Error, Result};
 use crate::handoff::session::SupervisorState;
@@ -263,7 +263,7 @@ impl Instance {
         check: Option<&str>,
         token: &CancelToken,
         cancel: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32, bool), String> {
         let why_cancelled = || super::reload::why_cancelled(cancel);
@@ -305,7 +305,7 @@ impl Instance {
         old_pid: u32,
         deadline: Duration,
         token: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32, bool), String> {
         // A generation that just started (or just took over) may not have
@@ -399,7 +399,7 @@ impl Instance {
         role: Role,
         wait: HandoffWait,
         token: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32), String> {
         if let Some(links) = self.handoff.as_mut() {

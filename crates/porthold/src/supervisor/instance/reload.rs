@@ -20,12 +20,12 @@
 //! Connections that arrive meanwhile wait in the one backlog both
 //! generations accept from: nothing is refused.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use super::{Event, Instance, StartFailure, TREE_GRACE};
+use super::{Event, Inbox, Instance, StartFailure, TREE_GRACE};
 use crate::activation::spawn::SpawnRequest;
 use crate::discovery::{GenerationCause, State as RecordState};
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ use crate::supervisor::tree;
 /// What a reload's readiness wait needs from the serving loop: its inbox
 /// (notify messages arrive there) and a place for the events it must not lose.
 pub(super) struct ReloadWait<'a> {
-    pub(super) inbox: &'a Receiver<Event>,
+    pub(super) inbox: &'a Inbox,
     pub(super) deferred: &'a mut Vec<Event>,
     /// Another generation still serves on the sockets (a reload), so a
     /// readiness that cannot tell generations apart must wait instead;
@@ -72,7 +72,7 @@ impl Instance {
         check: Option<&str>,
         timeout: Duration,
         cancel: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
     ) -> Result<Reloaded> {
         if self.options.no_fds {
@@ -168,7 +168,7 @@ impl Instance {
         check: Option<&str>,
         token: &CancelToken,
         cancel: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
         ready_at: &mut Option<Instant>,
     ) -> std::result::Result<(u64, u32), String> {
@@ -278,7 +278,7 @@ impl Instance {
     pub(super) fn restart(
         &mut self,
         cancel: &CancelToken,
-        inbox: &Receiver<Event>,
+        inbox: &Inbox,
         deferred: &mut Vec<Event>,
     ) -> std::result::Result<(u64, u32), StartFailure> {
         let wait = ReloadWait {
