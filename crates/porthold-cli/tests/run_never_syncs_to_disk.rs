@@ -5,6 +5,8 @@
 //! replace and answers with immediate writeback. Nor does it install a
 //! signal handler per signal (about 60 of them, two system calls each, on
 //! every start): it blocks the signals it takes and waits for them. Nor does
+//! a plain run start a thread: one poll in the main thread waits for the
+//! server's exit, the signals and the control socket. Nor does
 //! any command's start-up read `/proc/self/maps` or set up alternate signal
 //! stacks for stack-overflow handlers, as Rust's runtime start-up would.
 //! Checked structurally, by tracing system calls, not by timing.
@@ -258,4 +260,36 @@ fn start_up_reads_no_memory_map_and_sets_up_no_alternate_signal_stack() {
             "porthold {args:?}:\n{trace}"
         );
     }
+}
+
+#[test]
+fn a_plain_run_starts_no_thread() {
+    if let Err(reason) = strace_usable() {
+        porthold::test_hooks::skip(&reason);
+        return;
+    }
+    let env = TestEnv::new();
+    let lines = traced(
+        &env,
+        &["run", "--ephemeral", "--", "true"],
+        "trace=clone,clone3,vfork,fork",
+    );
+    let pid_of = |line: &str| line.split_whitespace().next().map(str::to_string);
+    let launcher = lines
+        .first()
+        .and_then(|l| pid_of(l))
+        .expect("an empty trace");
+    let creations: Vec<&String> = lines
+        .iter()
+        .filter(|l| pid_of(l).as_deref() == Some(launcher.as_str()))
+        .filter(|l| !l.contains("resumed>"))
+        .collect();
+    // One process (the server, `clone(CLONE_VM|CLONE_VFORK)`), no thread
+    // (`CLONE_THREAD`, what `pthread_create` passes to clone3).
+    assert_eq!(creations.len(), 1, "{}", lines.join("\n"));
+    assert!(
+        !creations[0].contains("CLONE_THREAD") && creations[0].contains("CLONE_VFORK"),
+        "{}",
+        lines.join("\n")
+    );
 }
