@@ -152,17 +152,19 @@ pub fn parse(args: &[OsString]) -> Result<(Cli, String), clap::Error> {
     };
     if let Some(small) = small {
         match small.try_get_matches_from(args) {
-            Ok(matches) => return from_matches(&matches),
+            Ok(matches) => return from_matches(matches),
             Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => return Err(e),
             Err(_) => {}
         }
     }
-    from_matches(&Cli::command().try_get_matches_from(args)?)
+    from_matches(Cli::command().try_get_matches_from(args)?)
 }
 
-fn from_matches(matches: &clap::ArgMatches) -> Result<(Cli, String), clap::Error> {
+/// The typed command line (taking the values out of `matches`: derive's
+/// `from_arg_matches` would clone every matched value first).
+fn from_matches(mut matches: clap::ArgMatches) -> Result<(Cli, String), clap::Error> {
     let name = matches.subcommand_name().unwrap_or_default().to_string();
-    Cli::from_arg_matches(matches).map(|cli| (cli, name))
+    Cli::from_arg_matches_mut(&mut matches).map(|cli| (cli, name))
 }
 
 /// The root command with the global options and no subcommand.
@@ -365,7 +367,7 @@ mod tests {
             let args: Vec<OsString> = case.iter().map(OsString::from).collect();
             let whole = Cli::command()
                 .try_get_matches_from(&args)
-                .and_then(|m| from_matches(&m))
+                .and_then(from_matches)
                 .map(|(cli, name)| format!("{name} {cli:?}"));
             let small = parse(&args).map(|(cli, name)| format!("{name} {cli:?}"));
             match (&whole, &small) {
