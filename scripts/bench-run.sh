@@ -9,13 +9,18 @@
 # ext4 image (mkfs.ext4 on a file); else the ext4 case is skipped.
 # BASELINE=/path/to/an/older/porthold adds that binary's run on both, side by side.
 #
+# Both binaries are copied into the benchmark's own directory first and run
+# from there: a file the linker has just written sits in the page cache in a
+# different shape from a copied (installed) one, and every exec of it took
+# about 10 more page faults and 0.1 ms here, which would favour whichever
+# binary was not freshly linked.
+#
 # Needs perf. Usage: scripts/bench-run.sh [ROUNDS] [BATCH]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-30}
 batch=${2:-20}
 cargo build --release -p porthold-cli --locked >/dev/null 2>&1
-bin=$PWD/target/release/porthold
 interleave=$PWD/scripts/interleave.py
 work=$(mktemp -d)
 mounted=
@@ -24,6 +29,12 @@ cleanup() {
   rm -rf "$work" "${tmpfs_dir:-}" "${ext4_dir:-}"
 }
 trap cleanup EXIT
+cp target/release/porthold "$work/porthold"
+bin=$work/porthold
+if [ -n "${BASELINE:-}" ]; then
+  cp "$BASELINE" "$work/porthold-baseline"
+  BASELINE=$work/porthold-baseline
+fi
 
 fstype() { df --output=fstype "$1" | tail -n 1 | tr -d " "; }
 

@@ -113,6 +113,30 @@ impl Stat {
     }
 }
 
+/// The whole of a `/proc` file: one read into a buffer that fits it (and
+/// one more for the end), where `fs::read_to_string` would first `statx` and
+/// `lseek` the file (whose size `/proc` reports as 0) and then read it 32
+/// bytes at a time, doubling: 9 system calls instead of 4 for a `stat` line.
+fn read_proc(path: &str) -> io::Result<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Reads and parses `/proc/<pid>/stat`; `Ok(None)` when there is no such process.
 ///
 /// # Errors
@@ -120,7 +144,7 @@ impl Stat {
 /// [`Error::Invalid`] for an unparsable file.
 pub fn stat(pid: u32) -> Result<Option<Stat>> {
     let path = format!("/proc/{pid}/stat");
-    match fs::read_to_string(&path) {
+    match read_proc(&path) {
         Ok(text) => Stat::parse(&text).map(Some),
         // ESRCH can surface when the process exits between open and read.
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
@@ -140,7 +164,7 @@ pub fn boot_id() -> Result<String> {
         return Ok(id.clone());
     }
     let path = "/proc/sys/kernel/random/boot_id";
-    let text = fs::read_to_string(path).map_err(|e| Error::io(format!("reading `{path}`"), e))?;
+    let text = read_proc(path).map_err(|e| Error::io(format!("reading `{path}`"), e))?;
     let id = text.trim().to_ascii_lowercase();
     if id.is_empty() {
         return Err(Error::invalid(format!("`{path}` is empty"), None));
@@ -165,7 +189,7 @@ impl ProcessIdentity {
                 // /proc/self is the caller's own entry even when /proc belongs to
                 // another pid namespace (then the pid below would not match it;
                 // we use our own).
-                let text = fs::read_to_string("/proc/self/stat")
+                let text = read_proc("/proc/self/stat")
                     .map_err(|e| Error::io("reading `/proc/self/stat`", e))?;
                 let starttime = Stat::parse(&text)?.starttime;
                 *crate::sync::lock(&OWN_START) = Some((pid, starttime));
@@ -308,7 +332,7 @@ pub fn comm(pid: u32) -> Option<String> {
 
 /// The effective uid of a process (second value of `Uid:` in `/proc/<pid>/status`), if readable.
 pub fn uid_of(pid: u32) -> Option<u32> {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let text = read_proc(&format!("/proc/{pid}/status")).ok()?;
     parse_status_uid(&text)
 }
 
@@ -440,6 +464,18 @@ pub fn kill_all(targets: &[ProcessIdentity], timeout: std::time::Duration) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proc_file_is_read_whole_however_long() {
+        let own = read_proc("/proc/self/stat").unwrap();
+        assert_eq!(Stat::parse(&own).unwrap().pid, std::process::id());
+        // Longer than the first buffer: the growth path.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long");
+        let text: String = (0..700).map(|i| format!("{i:>6}\n")).collect();
+        fs::write(&path, &text).unwrap();
+        assert_eq!(read_proc(path.to_str().unwrap()).unwrap(), text);
+    }
 
     fn stat_line(comm: &str, state: char, starttime: u64) -> String {
         // 52 fields in total on modern kernels; field 22 is starttime.

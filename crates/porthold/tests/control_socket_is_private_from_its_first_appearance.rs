@@ -72,23 +72,26 @@ fn no_watcher_ever_sees_a_socket_mode_other_than_0600() {
     eprintln!("{binds} binds, {seen} sightings, all 0600");
 }
 
-/// Even with a umask that allows everything, the socket is exactly 0600.
+/// Whatever the umask (one that allows everything, one that takes the
+/// owner's own bits away), the socket is exactly 0600.
 #[test]
 fn the_mode_does_not_depend_on_the_umask() {
-    let dir = private_dir();
-    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0));
-    let server = ControlServer::bind(dir.path(), "web");
-    rustix::process::umask(old);
-    let server = server.unwrap();
-    let meta = std::fs::symlink_metadata(server.path()).unwrap();
-    assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
-    // Only the public name is left: no temporary name remains.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("web.sock")]);
+    for umask in [0, 0o277] {
+        let dir = private_dir();
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
+        let server = ControlServer::bind(dir.path(), "web");
+        rustix::process::umask(old);
+        let server = server.unwrap();
+        let meta = std::fs::symlink_metadata(server.path()).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "umask {umask:o}");
+        // Only the public name is left: no temporary name remains.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("web.sock")]);
+    }
 }
 
 #[test]

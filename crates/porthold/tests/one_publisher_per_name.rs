@@ -159,3 +159,58 @@ fn a_second_key_that_meets_a_taken_name_is_told_both_keys() {
     }
     drop(holder);
 }
+
+#[test]
+fn each_owner_line_replaces_the_last_one_whole_even_a_longer_one() {
+    if common::role().is_some() {
+        return;
+    }
+    use porthold::discovery::Key;
+    use std::time::Duration;
+    let (_tmp, dir) = common::runtime_dir();
+    let lock = dir.join("lines.lock");
+    let long = Key {
+        path: format!("/srv/{}", "a-long-project-path/".repeat(8)),
+        tag: "web".into(),
+    };
+    let short = Key {
+        path: "/srv/b".into(),
+        tag: "web".into(),
+    };
+    let first = new_instance_id().unwrap();
+    Publisher::acquire_for_key(&dir, "lines", &first, &long, Duration::ZERO)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let left = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        left.contains(&first) && left.ends_with('\n'),
+        "the ended owner's line stays: {left:?}"
+    );
+    let second = new_instance_id().unwrap();
+    let holder =
+        Publisher::acquire_for_key(&dir, "lines", &second, &short, Duration::ZERO).unwrap();
+    let line = std::fs::read_to_string(&lock).unwrap();
+    assert!(line.len() < left.len(), "{line:?} vs {left:?}");
+    assert_eq!(
+        line.matches('\n').count(),
+        1,
+        "one line, nothing after it: {line:?}"
+    );
+    assert!(
+        line.contains(&second) && line.contains("/srv/b"),
+        "{line:?}"
+    );
+    // A later loser names the live holder, not the ended one.
+    match Publisher::acquire_for_key(
+        &dir,
+        "lines",
+        &new_instance_id().unwrap(),
+        &short,
+        Duration::ZERO,
+    ) {
+        Err(Error::NameTaken { instance_id, .. }) => assert_eq!(instance_id, Some(second)),
+        other => panic!("expected NameTaken, got {other:?}"),
+    }
+    drop(holder);
+}

@@ -243,11 +243,14 @@ impl ControlServer {
             ));
         };
         let finish = || -> Result<(u64, u64)> {
-            // Exactly 0600 even if the umask removed bits from the owner's.
-            rustix::fs::chmod(&temp, Mode::from_raw_mode(0o600))
-                .map_err(|e| Error::io(format!("chmod {}", temp.display()), e.into()))?;
             let stat = rustix::fs::lstat(&temp)
                 .map_err(|e| Error::io(format!("stat {}", temp.display()), e.into()))?;
+            // Exactly 0600 even if the umask removed bits from the owner's
+            // (only then: a chmod is a journalled metadata write on ext4).
+            if stat.st_mode & 0o7777 != 0o600 {
+                rustix::fs::chmod(&temp, Mode::from_raw_mode(0o600))
+                    .map_err(|e| Error::io(format!("chmod {}", temp.display()), e.into()))?;
+            }
             rustix::net::listen(&socket, 64)
                 .map_err(|e| Error::io("listening on the control socket", e.into()))?;
             rustix::fs::rename(&temp, &path).map_err(|e| {

@@ -53,6 +53,7 @@ mod record;
 mod sha256;
 mod stop;
 
+pub(crate) use names::random_bytes;
 pub use names::{
     MAX_INSTANCE_ID_LEN, MAX_NAME_LEN, NAME_HASH_HEX_DIGITS, default_name, ensure_runtime_dir,
     key_hash, new_instance_id, validate_instance_id, validate_name,

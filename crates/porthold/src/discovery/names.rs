@@ -12,7 +12,7 @@
 //! collision (or a `--name` shared on purpose) never selects another key's instance.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -133,15 +133,42 @@ pub fn default_name(path: &Path, tag: &str) -> String {
     format!("{base}-{tag}-{hash}")
 }
 
-/// A fresh random instance id: 32 lower-case hex digits (128 bits from `/dev/urandom`).
+/// Fills `buf` from the kernel's random source: `getrandom(2)` (one system
+/// call, and no file: it works in a chroot), else `/dev/urandom` on a kernel
+/// without it.
 ///
 /// # Errors
-/// [`Error::Io`] when `/dev/urandom` cannot be read.
+/// When neither can be read.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n >= 0 {
+            filled += usize::try_from(n).unwrap_or(0);
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ENOSYS) => {
+                use std::io::Read as _;
+                return fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(rest));
+            }
+            _ => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+/// A fresh random instance id: 32 lower-case hex digits (128 random bits, [`random_bytes`]).
+///
+/// # Errors
+/// [`Error::Io`] when no random bytes can be read.
 pub fn new_instance_id() -> Result<String> {
     let mut buf = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .map_err(|e| Error::io("reading `/dev/urandom`", e))?;
+    random_bytes(&mut buf).map_err(|e| Error::io("reading random bytes", e))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 

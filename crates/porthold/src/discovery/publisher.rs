@@ -311,8 +311,9 @@ impl Publisher {
         self.publish(&record)
     }
 
-    /// Ends ownership cleanly: deletes the record, clears
-    /// the lock file's owner line, then releases the lock. The lock file stays.
+    /// Ends ownership cleanly: deletes the record, then releases the lock.
+    /// The lock file stays, with the owner line of this process (which
+    /// readers ignore once it has exited).
     ///
     /// Callers that want readers to see `stopping` first call
     /// [`set_state`](Publisher::set_state) before this.
@@ -333,9 +334,9 @@ impl Publisher {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing `{}`", path.display()), e)),
         };
-        // Clear our owner line so a later loser never names us; failure is harmless
-        // (readers check the named owner's identity).
-        let _ = lock.set_len(0);
+        // Our owner line stays: once we have exited it names a process that is
+        // not alive, which every reader checks (`name_taken_or_busy` waits for
+        // the live holder's line), and the next owner writes over it.
         // Unlock explicitly: a fork of ours that kept this open file description
         // must not keep the name taken after we finished.
         let _ = lock.unlock();
@@ -360,8 +361,20 @@ impl Publisher {
             .lock
             .as_ref()
             .ok_or_else(|| Error::invalid("publisher already finished", None))?;
-        lock.set_len(0)
-            .and_then(|()| lock.write_all_at(&line, 0))
+        // Written over the previous owner's line (which names an ended
+        // process: readers ignore it), then cut to length if that one was
+        // longer: on ext4 a truncate before the write would free the block
+        // and the write allocate it again, on every start.
+        let len = u64::try_from(line.len()).unwrap_or(u64::MAX);
+        lock.write_all_at(&line, 0)
+            .and_then(|()| lock.metadata())
+            .and_then(|meta| {
+                if meta.len() > len {
+                    lock.set_len(len)
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| Error::io(format!("writing owner into `{}`", path.display()), e))
     }
 

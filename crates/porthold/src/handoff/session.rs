@@ -62,11 +62,9 @@ pub struct Violation {
 
 /// A fresh handoff id: 128 random bits in hex.
 pub fn new_handoff_id() -> String {
-    use std::io::Read;
     let mut bytes = [0u8; 16];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if random.is_err() {
-        // No /dev/urandom (a chroot): ids need only be unique among this
+    if crate::discovery::random_bytes(&mut bytes).is_err() {
+        // No random source at all: ids need only be unique among this
         // supervisor's attempts, which pid, time and a counter give.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
