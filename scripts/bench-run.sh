@@ -2,7 +2,10 @@
 # Start-up overhead of `porthold run`: `porthold run --ephemeral -- /bin/true`
 # against `/bin/true` alone, with the runtime directory on tmpfs and on ext4,
 # interleaved in one run (scripts/interleave.py: rounds of `perf stat -r BATCH`,
-# medians of the per-round means). The goal is <= 1.5 ms median overhead on both.
+# medians of the per-round means). The goal is <= 1.5 ms median overhead on both,
+# for the binary porthold ships (`run`: scripts/build-release.sh, a static PIE
+# on Linux with glibc); `plain run` is a plain `cargo build --release` binary
+# (dynamically linked), measured beside it.
 #
 # tmpfs: $XDG_RUNTIME_DIR when it is tmpfs, else /dev/shm.
 # ext4: a directory under /tmp when /tmp is ext4; else, as root, a loop-mounted
@@ -20,6 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-30}
 batch=${2:-20}
+release=$(scripts/build-release.sh 2>/dev/null)
 cargo build --release -p porthold-cli --locked >/dev/null 2>&1
 interleave=$PWD/scripts/interleave.py
 work=$(mktemp -d)
@@ -29,8 +33,10 @@ cleanup() {
   rm -rf "$work" "${tmpfs_dir:-}" "${ext4_dir:-}"
 }
 trap cleanup EXIT
-cp target/release/porthold "$work/porthold"
+cp "$release" "$work/porthold"
 bin=$work/porthold
+cp target/release/porthold "$work/porthold-plain"
+plain=$work/porthold-plain
 if [ -n "${BASELINE:-}" ]; then
   cp "$BASELINE" "$work/porthold-baseline"
   BASELINE=$work/porthold-baseline
@@ -69,6 +75,9 @@ for fs in tmpfs ext4; do
   [ "$fs" = ext4 ] && dir=$ext4_dir
   [ -n "$dir" ] || continue
   commands+=("run ($fs)=$bin --runtime-dir $dir run --ephemeral -- /bin/true")
+  if [ "$release" != "$PWD/target/release/porthold" ]; then
+    commands+=("plain run ($fs)=$plain --runtime-dir $dir run --ephemeral -- /bin/true")
+  fi
   if [ -n "${BASELINE:-}" ]; then
     commands+=("baseline run ($fs)=$BASELINE --runtime-dir $dir run --ephemeral -- /bin/true")
   fi

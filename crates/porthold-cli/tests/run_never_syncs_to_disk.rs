@@ -80,6 +80,20 @@ fn traced(env: &TestEnv, args: &[&str], filter: &str) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
+/// The lines of a `strace -f -o FILE` trace that are the launcher's own:
+/// every line starts with the pid, and the first is the launcher's.
+fn launcher_lines(lines: &[String]) -> Vec<&String> {
+    let pid_of = |line: &str| line.split_whitespace().next().map(str::to_string);
+    let launcher = lines
+        .first()
+        .and_then(|l| pid_of(l))
+        .expect("an empty trace");
+    lines
+        .iter()
+        .filter(|l| pid_of(l).as_deref() == Some(launcher.as_str()))
+        .collect()
+}
+
 #[test]
 fn an_ephemeral_run_makes_no_sync_call() {
     if let Err(reason) = strace_usable() {
@@ -186,16 +200,7 @@ fn the_launcher_takes_its_signals_without_installing_handlers() {
         &["run", "--ephemeral", "--", "true"],
         "trace=rt_sigaction,rt_sigprocmask",
     );
-    // `strace -f -o FILE` starts every line with the pid; the first is the launcher.
-    let pid_of = |line: &str| line.split_whitespace().next().map(str::to_string);
-    let launcher = lines
-        .first()
-        .and_then(|l| pid_of(l))
-        .expect("an empty trace");
-    let of_launcher: Vec<&String> = lines
-        .iter()
-        .filter(|l| pid_of(l).as_deref() == Some(launcher.as_str()))
-        .collect();
+    let of_launcher = launcher_lines(&lines);
     let sigactions = of_launcher
         .iter()
         .filter(|l| l.contains("rt_sigaction("))
@@ -274,14 +279,8 @@ fn a_plain_run_starts_no_thread() {
         &["run", "--ephemeral", "--", "true"],
         "trace=clone,clone3,vfork,fork",
     );
-    let pid_of = |line: &str| line.split_whitespace().next().map(str::to_string);
-    let launcher = lines
-        .first()
-        .and_then(|l| pid_of(l))
-        .expect("an empty trace");
-    let creations: Vec<&String> = lines
-        .iter()
-        .filter(|l| pid_of(l).as_deref() == Some(launcher.as_str()))
+    let creations: Vec<&String> = launcher_lines(&lines)
+        .into_iter()
         .filter(|l| !l.contains("resumed>"))
         .collect();
     // One process (the server, `clone(CLONE_VM|CLONE_VFORK)`), no thread

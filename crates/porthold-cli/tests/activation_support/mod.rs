@@ -86,7 +86,9 @@ impl Launcher {
             Launcher::PortholdRun => {
                 let dirs =
                     std::env::temp_dir().join(format!("porthold-interop-{}", std::process::id()));
-                let mut c = Command::new(env!("CARGO_BIN_EXE_porthold"));
+                let bin = std::env::var_os("PORTHOLD_TEST_BIN")
+                    .unwrap_or_else(|| env!("CARGO_BIN_EXE_porthold").into());
+                let mut c = Command::new(bin);
                 c.env("PORTHOLD_RUNTIME_DIR", dirs.join("run"))
                     .env("PORTHOLD_DATA_DIR", dirs.join("data"))
                     .arg("--quiet")

@@ -67,8 +67,14 @@ impl TestEnv {
     }
 }
 
+/// The binary under test: this build's, or the one `PORTHOLD_TEST_BIN` names
+/// (the shipped build of `scripts/build-release.sh`, to run the suite against it).
 pub fn porthold_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_porthold"))
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var_os("PORTHOLD_TEST_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_porthold").into(), Into::into)
+    })
 }
 
 /// stdout as a trimmed string.
