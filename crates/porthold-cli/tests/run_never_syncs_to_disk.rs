@@ -188,18 +188,22 @@ fn a_record_is_swapped_with_the_previous_one_never_renamed_over_it() {
     );
 }
 
-#[test]
-fn the_launcher_takes_its_signals_without_installing_handlers() {
+/// The trace (`strace -f -e FILTER`) of `porthold run --ephemeral -- true`;
+/// `None` (the skip reported) where strace cannot trace.
+fn trace_of_a_plain_run(filter: &str) -> Option<Vec<String>> {
     if let Err(reason) = strace_usable() {
         porthold::test_hooks::skip(&reason);
-        return;
+        return None;
     }
     let env = TestEnv::new();
-    let lines = traced(
-        &env,
-        &["run", "--ephemeral", "--", "true"],
-        "trace=rt_sigaction,rt_sigprocmask",
-    );
+    Some(traced(&env, &["run", "--ephemeral", "--", "true"], filter))
+}
+
+#[test]
+fn the_launcher_takes_its_signals_without_installing_handlers() {
+    let Some(lines) = trace_of_a_plain_run("trace=rt_sigaction,rt_sigprocmask") else {
+        return;
+    };
     let of_launcher = launcher_lines(&lines);
     let sigactions = of_launcher
         .iter()
@@ -269,16 +273,9 @@ fn start_up_reads_no_memory_map_and_sets_up_no_alternate_signal_stack() {
 
 #[test]
 fn a_plain_run_starts_no_thread() {
-    if let Err(reason) = strace_usable() {
-        porthold::test_hooks::skip(&reason);
+    let Some(lines) = trace_of_a_plain_run("trace=clone,clone3,vfork,fork") else {
         return;
-    }
-    let env = TestEnv::new();
-    let lines = traced(
-        &env,
-        &["run", "--ephemeral", "--", "true"],
-        "trace=clone,clone3,vfork,fork",
-    );
+    };
     let creations: Vec<&String> = launcher_lines(&lines)
         .into_iter()
         .filter(|l| !l.contains("resumed>"))
