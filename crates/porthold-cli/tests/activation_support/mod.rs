@@ -54,13 +54,15 @@ impl Launcher {
     }
 
     /// The command that listens on `addr`, names the fd `fd_name`, and runs `argv`
-    /// with `env` added to its environment.
+    /// with `env` added to its environment (porthold keeps its runtime and data
+    /// directories in `scratch`).
     pub fn command(
         self,
         addr: SocketAddr,
         fd_name: &str,
         env: &[(String, String)],
         argv: &[OsString],
+        scratch: &std::path::Path,
     ) -> Command {
         match self {
             Launcher::SystemdSocketActivate => {
@@ -84,8 +86,7 @@ impl Launcher {
                 c
             }
             Launcher::PortholdRun => {
-                let dirs =
-                    std::env::temp_dir().join(format!("porthold-interop-{}", std::process::id()));
+                let dirs = scratch;
                 let bin = std::env::var_os("PORTHOLD_TEST_BIN")
                     .unwrap_or_else(|| env!("CARGO_BIN_EXE_porthold").into());
                 let mut c = Command::new(bin);
@@ -186,10 +187,12 @@ pub fn serve_one_on_ports(
     argv: &[OsString],
     next_port: &mut dyn FnMut() -> u16,
 ) -> String {
+    // Removed when this returns (the launchers have ended by then).
+    let scratch = tempfile::tempdir().expect("a scratch directory");
     for _attempt in 0..10 {
         let addr: SocketAddr = ([127, 0, 0, 1], next_port()).into();
         let mut child = launcher
-            .command(addr, fd_name, env, argv)
+            .command(addr, fd_name, env, argv, scratch.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
