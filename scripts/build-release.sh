@@ -4,9 +4,9 @@
 # On Linux with glibc, when the C library's static archive is installed
 # (libc.a: Debian/Ubuntu libc6-dev, Fedora glibc-static), the binary is a
 # static PIE (`-C target-feature=+crt-static`): no dynamic loader runs at
-# start-up (mapping libc.so, binding its symbols), which is about 0.4 ms of
-# every `porthold` command on this project's machine (docs/performance.md,
-# docs/decisions.md). It keeps ASLR. Elsewhere, or with PORTHOLD_DYNAMIC=1,
+# start-up (mapping libc.so, binding its symbols), which is 0.2 ms of a
+# `porthold --version` and 0.4 ms of a `porthold run` on this project's
+# machine (docs/performance.md, docs/decisions.md). It keeps ASLR. Elsewhere, or with PORTHOLD_DYNAMIC=1,
 # it is the plain `cargo build --release` binary.
 #
 # The static build needs `--target` (cargo would otherwise build the
