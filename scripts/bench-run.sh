@@ -23,8 +23,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-30}
 batch=${2:-20}
-release=$(scripts/build-release.sh 2>/dev/null)
-cargo build --release -p porthold-cli --locked >/dev/null 2>&1
+release=$(scripts/build-release.sh 2>/dev/null) || {
+  echo "bench-run: scripts/build-release.sh failed; run it to see why" >&2
+  exit 1
+}
+cargo build --release -p porthold-cli --locked >/dev/null 2>&1 || {
+  echo "bench-run: cargo build --release -p porthold-cli failed" >&2
+  exit 1
+}
 interleave=$PWD/scripts/interleave.py
 work=$(mktemp -d)
 mounted=
