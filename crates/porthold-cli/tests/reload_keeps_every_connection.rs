@@ -207,6 +207,33 @@ fn reload(env: &TestEnv, name: &str, extra: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Reloads `name`, which must commit (exit 0); the pid `reload` printed.
+fn reloaded(env: &TestEnv, name: &str, what: &str) -> u32 {
+    let out = reload(env, name, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// Waits, before `deadline`, until a connection to `addr` is answered by
+/// `pid` (every attempt must connect).
+fn wait_answered_by(addr: SocketAddr, pid: u32, deadline: Instant, what: &str) {
+    while ask(addr).unwrap().0 != pid {
+        assert!(Instant::now() < deadline, "{what} never answered");
+    }
+}
+
+/// Ends the instance with SIGTERM; the server exits 0.
+fn stop(launcher: std::process::Child) {
+    signal(launcher.id(), libc::SIGTERM);
+    let (code, _, err) = finish(launcher);
+    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+}
+
 #[test]
 fn clients_connecting_through_five_reloads_are_never_refused() {
     if skip_without_python() {
@@ -219,14 +246,7 @@ fn clients_connecting_through_five_reloads_are_never_refused() {
     let clients = Clients::start(addr);
     let mut pids = vec![first];
     for round in 0..5 {
-        let out = reload(&env, "reloads", &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "reload {round}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let pid = reloaded(&env, "reloads", &format!("reload {round}"));
         assert!(
             !pids.contains(&pid),
             "reload {round} printed an old pid {pid}"
@@ -251,9 +271,7 @@ fn clients_connecting_through_five_reloads_are_never_refused() {
         );
     }
     let served = clients.finish(1);
-    signal(launcher.id(), libc::SIGTERM);
-    let (code, _, err) = finish(launcher);
-    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+    stop(launcher);
     // Every old generation was retired: none of their pids is alive.
     for pid in &pids {
         assert!(
@@ -325,9 +343,7 @@ fn a_generation_that_fails_is_rolled_back_and_the_old_one_serves_on() {
     let served = clients.finish(100);
     eprintln!("served {served} connections through 4 rollbacks, 0 failed");
 
-    signal(launcher.id(), libc::SIGTERM);
-    let (code, _, err) = finish(launcher);
-    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+    stop(launcher);
 }
 
 #[test]
@@ -368,16 +384,9 @@ fn a_second_reload_while_one_runs_is_busy() {
     assert!(first.wait().unwrap().success());
     let pid: u32 = first_out.trim().parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ask(addr).unwrap().0 != pid {
-        assert!(
-            Instant::now() < deadline,
-            "the new generation never answered"
-        );
-    }
+    wait_answered_by(addr, pid, deadline, "the new generation");
     let _ = std::io::stderr().flush();
-    signal(launcher.id(), libc::SIGTERM);
-    let (code, _, err) = finish(launcher);
-    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+    stop(launcher);
 }
 
 #[test]
@@ -389,14 +398,7 @@ fn a_generation_crashing_after_the_commit_is_restarted_under_on_failure() {
     let env = TestEnv::new();
     let (launcher, addr) = start_with(&env, "aftercommit", &["--restart", "on-failure"]);
     let clients = Clients::start(addr);
-    let out = reload(&env, "aftercommit", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let committed: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let committed = reloaded(&env, "aftercommit", "the reload");
     // Generation 2, committed, crashes (exit 1) between two connections.
     let served_before = clients.served();
     std::fs::write(env.dir.path().join(format!("die-{committed}")), "").unwrap();
@@ -431,18 +433,14 @@ fn a_generation_crashing_after_the_commit_is_restarted_under_on_failure() {
     );
     // The restarted generation answers, and the clients kept going across it.
     let deadline = Instant::now() + runner::HANG;
-    while ask(addr).unwrap().0 != pid {
-        assert!(Instant::now() < deadline, "generation 3 never answered");
-    }
+    wait_answered_by(addr, pid, deadline, "generation 3");
     while clients.served() < served_before + 100 {
         assert!(Instant::now() < deadline, "the clients stalled");
         std::thread::sleep(Duration::from_millis(5));
     }
     let served = clients.finish(100);
     eprintln!("served {served} connections through a reload and a crash after it, 0 failed");
-    signal(launcher.id(), libc::SIGTERM);
-    let (code, _, err) = finish(launcher);
-    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+    stop(launcher);
 }
 
 #[test]
@@ -460,14 +458,7 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
     // The retired generation drains (holding the socket, accepting nothing)
     // until it is told to crash.
     std::fs::write(env.dir.path().join("linger"), "").unwrap();
-    let out = reload(&env, "draincrash", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let new = reloaded(&env, "draincrash", "the first reload");
     let draining = record(&env, "draincrash");
     let states: Vec<_> = draining
         .generations
@@ -508,13 +499,7 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
     // Another reload is served right after (none is refused as "being
     // restarted"), and nothing but the two reloads started a generation.
     std::fs::remove_file(env.dir.path().join("linger")).unwrap();
-    let out = reload(&env, "draincrash", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reloaded(&env, "draincrash", "the second reload");
     let last = record(&env, "draincrash");
     let causes: Vec<_> = last
         .events
@@ -531,7 +516,5 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
     assert_eq!(last.generation, 3);
     let served = clients.finish(100);
     eprintln!("served {served} connections through a crash while draining, 0 failed");
-    signal(launcher.id(), libc::SIGTERM);
-    let (code, _, err) = finish(launcher);
-    assert_eq!(code, Some(0), "the server exits 0 on SIGTERM: {err}");
+    stop(launcher);
 }
