@@ -323,7 +323,6 @@ impl ControlServer {
     /// [`Error::Io`] when polling or accepting fails for a reason that would
     /// repeat (e.g. the fd limit is reached: waiting for it would spin).
     pub fn serve<H: Handler + ?Sized>(&self, handler: &H) -> Result<()> {
-        let active = &self.counters.active;
         std::thread::scope(|scope| {
             loop {
                 let mut fds = [
@@ -338,33 +337,16 @@ impl ControlServer {
                 if !fds[1].revents().is_empty() {
                     return Ok(());
                 }
-                let stream = match self.listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::Interrupted
-                                | io::ErrorKind::ConnectionAborted
-                        ) =>
-                    {
-                        continue;
+                while let Some(stream) = self.next_admitted()? {
+                    let spawned = std::thread::Builder::new()
+                        .name("porthold-control".into())
+                        .spawn_scoped(scope, move || {
+                            self.session(stream, handler);
+                            self.session_ended();
+                        });
+                    if spawned.is_err() {
+                        self.session_not_started();
                     }
-                    Err(e) => return Err(Error::io("accepting on the control socket", e)),
-                };
-                if !self.admit() {
-                    continue;
-                }
-                let spawned = std::thread::Builder::new()
-                    .name("porthold-control".into())
-                    .spawn_scoped(scope, move || {
-                        self.session(stream, handler);
-                        active.fetch_sub(1, Ordering::AcqRel);
-                    });
-                if spawned.is_err() {
-                    // The stream went with the closure: the connection is closed.
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
@@ -384,10 +366,30 @@ impl ControlServer {
     /// # Errors
     /// [`Error::Io`] when accepting fails for a reason that would repeat.
     pub fn accept_pending(self: &Arc<Self>, handler: &Arc<dyn Handler + Send>) -> Result<()> {
+        while let Some(stream) = self.next_admitted()? {
+            let (server, handler) = (Arc::clone(self), Arc::clone(handler));
+            let spawned = std::thread::Builder::new()
+                .name("porthold-control".into())
+                .spawn(move || {
+                    server.session(stream, &*handler);
+                    server.session_ended();
+                });
+            if spawned.is_err() {
+                self.session_not_started();
+            }
+        }
+        Ok(())
+    }
+
+    /// The next connection waiting on the (non-blocking) socket that may
+    /// start a session, counted as active; `None` when none waits. A
+    /// connection beyond [`MAX_SESSIONS`] running is closed at once.
+    fn next_admitted(&self) -> Result<Option<UnixStream>> {
+        let counters = &self.counters;
         loop {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -398,39 +400,29 @@ impl ControlServer {
                 }
                 Err(e) => return Err(Error::io("accepting on the control socket", e)),
             };
-            if !self.admit() {
-                continue;
+            counters.sessions.fetch_add(1, Ordering::Relaxed);
+            let admitted = counters
+                .active
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < MAX_SESSIONS).then_some(n + 1)
+                })
+                .is_ok();
+            if admitted {
+                return Ok(Some(stream));
             }
-            let (server, handler) = (Arc::clone(self), Arc::clone(handler));
-            let spawned = std::thread::Builder::new()
-                .name("porthold-control".into())
-                .spawn(move || {
-                    server.session(stream, &*handler);
-                    server.counters.active.fetch_sub(1, Ordering::AcqRel);
-                });
-            if spawned.is_err() {
-                // The stream went with the closure: the connection is closed.
-                self.counters.active.fetch_sub(1, Ordering::AcqRel);
-                self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
-            }
+            counters.over_capacity.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Counts an accepted connection; whether a session may start for it
-    /// (fewer than [`MAX_SESSIONS`] run), counted as active if so.
-    fn admit(&self) -> bool {
-        let counters = &self.counters;
-        counters.sessions.fetch_add(1, Ordering::Relaxed);
-        let admitted = counters
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_SESSIONS).then_some(n + 1)
-            })
-            .is_ok();
-        if !admitted {
-            counters.over_capacity.fetch_add(1, Ordering::Relaxed);
-        }
-        admitted
+    fn session_ended(&self) {
+        self.counters.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A session whose thread could not start: the stream went with the
+    /// closure (the connection is closed), and it counts as over capacity.
+    fn session_not_started(&self) {
+        self.session_ended();
+        self.counters.over_capacity.fetch_add(1, Ordering::Relaxed);
     }
 
     fn session<H: Handler + ?Sized>(&self, stream: UnixStream, handler: &H) {
