@@ -146,20 +146,26 @@ fn disown(pid: u32) {
 /// # Errors
 /// When the process cannot become a subreaper or the thread cannot start.
 pub fn adopt_orphans() -> Result<()> {
-    // One caller starts the reaper; a concurrent second call returns at once.
+    adopt(|| {
+        std::thread::Builder::new()
+            .name("porthold-reaper".into())
+            .spawn(reap_orphans)
+            .map(drop)
+            .map_err(|e| Error::io("starting the orphan reaper", e))
+    })
+}
+
+/// Becomes a subreaper, then sets up who reaps the orphans (`reaping`), once
+/// per process: a concurrent or later second call returns at once; a failure
+/// leaves the process as if never called.
+fn adopt(reaping: impl FnOnce() -> Result<()>) -> Result<()> {
     if ADOPTING
         .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
         return Ok(());
     }
-    let started = super::tree::become_subreaper().and_then(|()| {
-        std::thread::Builder::new()
-            .name("porthold-reaper".into())
-            .spawn(reap_orphans)
-            .map(drop)
-            .map_err(|e| Error::io("starting the orphan reaper", e))
-    });
+    let started = super::tree::become_subreaper().and_then(|()| reaping());
     if started.is_err() {
         ADOPTING.store(false, Ordering::SeqCst);
     }
@@ -176,18 +182,10 @@ pub fn adopt_orphans() -> Result<()> {
 /// # Errors
 /// When the process cannot become a subreaper.
 pub fn adopt_orphans_on_signal() -> Result<()> {
-    if ADOPTING
-        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-        .is_err()
-    {
-        return Ok(());
-    }
-    let started = super::tree::become_subreaper();
-    match started {
-        Ok(()) => SWEEPING.store(true, Ordering::SeqCst),
-        Err(_) => ADOPTING.store(false, Ordering::SeqCst),
-    }
-    started
+    adopt(|| {
+        SWEEPING.store(true, Ordering::SeqCst);
+        Ok(())
+    })
 }
 
 /// Whether [`adopt_orphans`] or [`adopt_orphans_on_signal`] was called in this process.
