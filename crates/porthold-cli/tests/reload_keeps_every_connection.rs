@@ -157,6 +157,14 @@ impl Clients {
         self.served.load(Ordering::SeqCst)
     }
 
+    /// Waits, before `deadline`, until `count` connections were answered.
+    fn wait_served(&self, count: usize, deadline: Instant) {
+        while self.served() < count {
+            assert!(Instant::now() < deadline, "the clients stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops the clients; fails the test if any connection failed or too few
     /// were made to mean anything. Returns how many were answered.
     fn finish(self, min: usize) -> usize {
@@ -434,10 +442,7 @@ fn a_generation_crashing_after_the_commit_is_restarted_under_on_failure() {
     // The restarted generation answers, and the clients kept going across it.
     let deadline = Instant::now() + runner::HANG;
     wait_answered_by(addr, pid, deadline, "generation 3");
-    while clients.served() < served_before + 100 {
-        assert!(Instant::now() < deadline, "the clients stalled");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    clients.wait_served(served_before + 100, deadline);
     let served = clients.finish(100);
     eprintln!("served {served} connections through a reload and a crash after it, 0 failed");
     stop(launcher);
@@ -492,10 +497,7 @@ fn an_old_generation_crashing_while_it_drains_is_only_forgotten() {
     assert_eq!(after.child_pid, Some(new));
     assert_eq!(after.state, porthold::discovery::State::Ready);
     // The clients kept going across the crash.
-    while clients.served() < served_before + 100 {
-        assert!(Instant::now() < deadline, "the clients stalled");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    clients.wait_served(served_before + 100, deadline);
     // Another reload is served right after (none is refused as "being
     // restarted"), and nothing but the two reloads started a generation.
     std::fs::remove_file(env.dir.path().join("linger")).unwrap();
