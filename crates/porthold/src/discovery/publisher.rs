@@ -191,7 +191,7 @@ impl Publisher {
         // Replacing the lock file under us can only be tampering, but we still
         // re-open and re-lock a few times rather than own an orphaned inode.
         for _ in 0..8 {
-            let lock = open_lock_for_writing(&path)?;
+            let (lock, held) = open_lock_for_writing(&path)?;
             if !lock_exclusive_until(&lock, deadline, &path)? {
                 return Err(name_taken_or_busy(
                     &lock,
@@ -201,19 +201,15 @@ impl Publisher {
                     key,
                 ));
             }
-            let same_inode = match fs::symlink_metadata(&path) {
-                Ok(now) => {
-                    let held = lock
-                        .metadata()
-                        .map_err(|e| Error::io(format!("inspecting `{}`", path.display()), e))?;
-                    now.dev() == held.dev() && now.ino() == held.ino()
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            // The inode we locked is still the one at the path (dev and ino of
+            // an open file never change, so the open's fstat still answers).
+            // Its length now, under the lock, is the last owner's line.
+            let previous_len = match fs::symlink_metadata(&path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => now.len(),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(format!("inspecting `{}`", path.display()), e)),
             };
-            if !same_inode {
-                continue;
-            }
             let mut publisher = Publisher {
                 dir: runtime_dir.to_path_buf(),
                 name: name.to_string(),
@@ -224,9 +220,9 @@ impl Publisher {
                 temp_counter: 0,
                 leftovers_ended: 0,
             };
-            publisher.write_owner()?;
-            publisher.end_leftover_processes();
-            publisher.remove_leftovers()?;
+            publisher.write_owner(previous_len)?;
+            let record_seen = publisher.end_leftover_processes();
+            publisher.remove_leftovers(record_seen)?;
             return Ok(publisher);
         }
         Err(Error::Busy {
@@ -344,7 +340,8 @@ impl Publisher {
         removed
     }
 
-    fn write_owner(&mut self) -> Result<()> {
+    /// Writes our owner line over the last one (`previous_len` bytes long).
+    fn write_owner(&mut self, previous_len: u64) -> Result<()> {
         let me = ProcessIdentity::current()?;
         let owner = LockOwner {
             pid: me.pid,
@@ -367,9 +364,8 @@ impl Publisher {
         // and the write allocate it again, on every start.
         let len = u64::try_from(line.len()).unwrap_or(u64::MAX);
         lock.write_all_at(&line, 0)
-            .and_then(|()| lock.metadata())
-            .and_then(|meta| {
-                if meta.len() > len {
+            .and_then(|()| {
+                if previous_len > len {
                     lock.set_len(len)
                 } else {
                     Ok(())
@@ -387,10 +383,19 @@ impl Publisher {
     ///
     /// Best effort: a leftover that cannot be killed still holds its port, and
     /// the new owner's bind then reports that conflict.
-    fn end_leftover_processes(&mut self) {
-        let Ok(Some(stale)) = read_record(&self.record_path()) else {
-            return;
+    ///
+    /// Returns false only when there is no record at all (nothing to remove).
+    fn end_leftover_processes(&mut self) -> bool {
+        let stale = match read_record(&self.record_path()) {
+            Ok(Some(stale)) => stale,
+            Ok(None) => return false,
+            Err(_) => return true,
         };
+        self.end_processes_of(&stale);
+        true
+    }
+
+    fn end_processes_of(&mut self, stale: &Record) {
         let groups = stale.process_groups();
         let Ok(boot) = identity::boot_id() else {
             return;
@@ -428,10 +433,16 @@ impl Publisher {
         self.leftovers_ended
     }
 
-    /// Under the lock, anything named after us is a previous owner's leftover.
-    fn remove_leftovers(&mut self) -> Result<()> {
+    /// Under the lock, anything named after us is a previous owner's leftover
+    /// (`record_seen`: the record, unless reading it just found none; only
+    /// the lock holder creates one).
+    fn remove_leftovers(&mut self, record_seen: bool) -> Result<()> {
         let record = self.record_path();
-        match fs::remove_file(&record) {
+        match if record_seen {
+            fs::remove_file(&record)
+        } else {
+            Ok(())
+        } {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -539,7 +550,7 @@ impl Drop for Publisher {
     }
 }
 
-fn open_lock_for_writing(path: &Path) -> Result<File> {
+fn open_lock_for_writing(path: &Path) -> Result<(File, fs::Metadata)> {
     let lock = OpenOptions::new()
         .read(true)
         .write(true)
@@ -577,7 +588,7 @@ fn open_lock_for_writing(path: &Path) -> Result<File> {
             ),
         });
     }
-    Ok(lock)
+    Ok((lock, meta))
 }
 
 /// Tries `LOCK_EX | LOCK_NB` until it succeeds (true) or `deadline` passes (false).
@@ -671,6 +682,7 @@ impl ReadAtAll for File {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn owner_lines_must_be_complete() {
@@ -687,6 +699,39 @@ mod tests {
         assert_eq!(LockOwner::parse(&line), Some(owner));
         assert_eq!(LockOwner::parse(b""), None);
         assert_eq!(LockOwner::parse(b"{\"pid\":7\n"), None);
+    }
+
+    /// Reading the leftover record finds none, or one that cannot be read:
+    /// only the first skips the unlink, so a garbled record never outlives a
+    /// new owner (and its owner line stays whole when it was longer).
+    #[test]
+    fn taking_a_name_removes_a_leftover_record_even_an_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("run");
+        let record = record_path(&runtime, "svc");
+        let lock = lock_path(&runtime, "svc");
+        let first = Publisher::acquire_with_retry(&runtime, "svc", "aaaa", Duration::ZERO).unwrap();
+        drop(first);
+        for leftover in [&b"{ not json"[..], b"", &[0xff; 64][..]] {
+            fs::write(&record, leftover).unwrap();
+            fs::set_permissions(&record, fs::Permissions::from_mode(0o600)).unwrap();
+            fs::write(&lock, [b'x'; 400]).unwrap();
+            let publisher =
+                Publisher::acquire_with_retry(&runtime, "svc", "bbbb", Duration::ZERO).unwrap();
+            assert!(!record.exists(), "leftover {leftover:?} was not removed");
+            let line = fs::read(&lock).unwrap();
+            assert!(
+                LockOwner::parse(&line).is_some_and(|o| o.instance_id == "bbbb"),
+                "owner line {:?}",
+                String::from_utf8_lossy(&line)
+            );
+            drop(publisher);
+        }
+        // No record at all: taking the name still works and leaves none.
+        let publisher =
+            Publisher::acquire_with_retry(&runtime, "svc", "cccc", Duration::ZERO).unwrap();
+        assert!(!record.exists());
+        drop(publisher);
     }
 
     #[test]

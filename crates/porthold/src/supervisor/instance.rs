@@ -382,7 +382,7 @@ impl Instance {
     /// [`Error::NameTaken`] when another live instance holds the name; I/O
     /// errors of the runtime directory or the notify socket.
     pub fn open(options: RunOptions, spawner: Spawner) -> Result<Instance> {
-        discovery::ensure_runtime_dir(&options.runtime_dir)?;
+        // Taking the name creates (or checks) the runtime directory first.
         let instance_id = discovery::new_instance_id()?;
         let publisher = Publisher::acquire_for_key(
             &options.runtime_dir,
